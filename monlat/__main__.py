@@ -1,0 +1,3 @@
+from monlat.cli import main
+
+raise SystemExit(main())

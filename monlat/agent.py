@@ -1,0 +1,273 @@
+"""The composition root: the only module that knows every stage of the pipeline.
+
+discovery -> prober -> results -> telemetry -> exporters, plus the HTTP endpoint and signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TextIO
+
+from monlat import __version__
+from monlat.config import Config, ConfigError, DiscoveryMode
+from monlat.discovery import PeerMap, PeerSource, diff_peers
+from monlat.discovery.static import StaticPeers
+from monlat.exporters import Export, build_export
+from monlat.httpserver import Handler, HttpServer, Response
+from monlat.logs import EventLog, MeasurementLog
+from monlat.probe.icmp import Ignored
+from monlat.probe.pending import Outcome, Result
+from monlat.probe.prober import Prober, Target, Transport
+from monlat.probe.sockets import IcmpSocket, ProbeSetupError, open_socket
+from monlat.results import ResultStore
+from monlat.telemetry import Telemetry
+
+# The probe loop wakes at least every 0.25 s; silence much longer than that means it is stuck.
+_LIVENESS_S = 10.0
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _Fanout:
+    """Delivers prober events to results, telemetry and the measurement log."""
+
+    def __init__(
+        self, store: ResultStore, telemetry: Telemetry, log: MeasurementLog | None
+    ) -> None:
+        self._store = store
+        self._telemetry = telemetry
+        self._log = log
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        self._store.record(outcome)
+        self._telemetry.on_outcome(outcome)
+        if self._log is not None and outcome.result is Result.REPLY and outcome.rtt_s is not None:
+            self._log.write(outcome.peer, outcome.rtt_s)
+
+    def on_ignored(self, reason: Ignored) -> None:
+        self._telemetry.on_ignored(reason)
+
+    def on_send_lag(self, lag_s: float) -> None:
+        self._telemetry.on_send_lag(lag_s)
+
+
+def open_transports(config: Config, events: EventLog) -> dict[int, IcmpSocket]:
+    """IPv4 is required; IPv6 is opened when possible (a host without IPv6 is normal)."""
+    transports: dict[int, IcmpSocket] = {
+        socket.AF_INET: open_socket(socket.AF_INET, config.probe.socket_mode)
+    }
+    try:
+        transports[socket.AF_INET6] = open_socket(socket.AF_INET6, config.probe.socket_mode)
+    except (ProbeSetupError, OSError) as err:
+        events.warning("ipv6_unavailable", error=str(err))
+    for family, transport in transports.items():
+        events.info(
+            "icmp_socket",
+            family="ipv4" if family == socket.AF_INET else "ipv6",
+            kind=transport.kind,
+            reason=transport.reason,
+        )
+    return transports
+
+
+def make_source(config: Config, events: EventLog) -> tuple[PeerSource, object]:
+    """The peer source and its readiness flag holder (anything with `synced.is_set()`)."""
+    if config.discovery is DiscoveryMode.STATIC:
+        return StaticPeers(config.static_peers), None
+    from monlat.discovery.kubernetes import KubernetesNodes, load_api_client
+
+    assert config.kubernetes is not None
+    api_client = load_api_client(config.kubernetes)
+    source = KubernetesNodes(api_client, config.kubernetes, config.node_name, events)
+    return source, source
+
+
+class Agent:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        stdout: TextIO = sys.stdout,
+        stderr: TextIO = sys.stderr,
+    ) -> None:
+        self._config = config
+        self._events = EventLog(stderr)
+        self._stdout = stdout
+        self._peers: PeerMap = {}
+        self._published = False
+        self._stop = asyncio.Event()
+
+    async def run(self) -> int:
+        config = self._config
+        transports = open_transports(config, self._events)
+        source, sync_flag = make_source(config, self._events)
+        export = build_export(config, __version__)
+        store = ResultStore(
+            window_s=config.window_s,
+            interval_s=config.probe.interval_s,
+            timeout_s=config.probe.timeout_s,
+            probes_per_interval=config.probe.probes_per_interval,
+            clock=time.monotonic,
+        )
+        telemetry = Telemetry(
+            export.provider.get_meter("monlat", __version__),
+            store,
+            config.node_name,
+            socket_kind=transports[socket.AF_INET].kind,
+            version=__version__,
+        )
+        log = MeasurementLog(self._stdout, config.node_name) if config.log_measurements else None
+        typed: dict[int, Transport] = dict(transports)
+        prober = Prober(config.node_name, typed, config.probe, _Fanout(store, telemetry, log))
+
+        def ready() -> bool:
+            synced = getattr(sync_flag, "synced", None)
+            return self._published and (synced is None or synced.is_set())
+
+        http = HttpServer(self._routes(export, prober, ready))
+        try:
+            await http.start(config.listen)
+        except OSError as err:
+            setting = "--prometheus" if config.prometheus else "--listen"
+            raise ConfigError(
+                setting, f"cannot listen on {config.listen}: {err.strerror}"
+            ) from None
+
+        def publish(peers: PeerMap) -> None:
+            self._apply_peers(peers, prober, store)
+
+        self._install_signals()
+        self._events.info(
+            "started",
+            node=config.node_name,
+            version=__version__,
+            discovery=config.discovery.value,
+            exporters=",".join(self._exporter_names()) or "none",
+            listen=str(config.listen),
+            interval=f"{config.probe.interval_s}s",
+        )
+        tasks = [
+            asyncio.create_task(prober.run(), name="prober"),
+            asyncio.create_task(source.run(publish), name="discovery"),
+        ]
+        stop_wait = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        failure = next((t for t in done if t is not stop_wait and t.exception()), None)
+        for task in [*tasks, stop_wait]:
+            task.cancel()
+        await asyncio.gather(*tasks, stop_wait, return_exceptions=True)
+        await http.close()
+        await self._flush(export)
+        for transport in transports.values():
+            transport.close()
+        if log is not None:
+            log.flush()
+        if failure is not None:
+            exc = failure.exception()
+            self._events.error("stopped", task=failure.get_name(), error=repr(exc))
+            return 1
+        self._events.info("stopped")
+        return 0
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        self._events.info("signal", name=signal.Signals(signum).name, action="shutdown")
+        self._stop.set()
+
+    def _exporter_names(self) -> list[str]:
+        names = ["prometheus"] if self._config.prometheus else []
+        if self._config.otlp is not None:
+            names.append(f"otlp({self._config.otlp.protocol} {self._config.otlp.endpoint})")
+        return names
+
+    def _apply_peers(self, peers: PeerMap, prober: Prober, store: ResultStore) -> None:
+        changes = diff_peers(self._peers, peers)
+        for peer in changes.added:
+            self._events.info("peer_added", peer=peer.name, address=peer.address)
+        for peer in changes.removed:
+            self._events.info("peer_removed", peer=peer.name, address=peer.address)
+        for old, new in changes.changed:
+            self._events.info("peer_changed", peer=new.name, old=old.address, address=new.address)
+        self._peers = dict(peers)
+        targets: Mapping[str, Target] = {
+            name: Target(peer.name, peer.address) for name, peer in peers.items()
+        }
+        unreachable = [t.name for t in targets.values() if t.family not in prober.families]
+        for name in unreachable:
+            self._events.warning("peer_skipped", peer=name, reason="no socket for its family")
+        prober.set_targets(targets)
+        store.set_peers(
+            (t.name, t.address) for t in targets.values() if t.family in prober.families
+        )
+        self._published = True
+
+    def _routes(
+        self, export: Export, prober: Prober, ready: Callable[[], bool]
+    ) -> dict[str, Handler]:
+        def loop_ok() -> bool:
+            return time.monotonic() - prober.last_wake < _LIVENESS_S
+
+        async def healthz() -> Response:
+            if loop_ok():
+                return Response(200, b"ok\n")
+            return Response(503, b"probe loop stalled\n")
+
+        async def readyz() -> Response:
+            if ready() and loop_ok():
+                return Response(200, b"ready\n")
+            return Response(503, b"waiting for peers\n")
+
+        routes: dict[str, Handler] = {"/healthz": healthz, "/readyz": readyz}
+        if export.registry is not None:
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            registry = export.registry
+
+            async def metrics() -> Response:
+                body = await asyncio.get_running_loop().run_in_executor(
+                    None, generate_latest, registry
+                )
+                return Response(200, body, CONTENT_TYPE_LATEST)
+
+            routes["/metrics"] = metrics
+        return routes
+
+    async def _flush(self, export: Export) -> None:
+        """Final export within the shutdown bound; an unreachable collector must not hang us."""
+        timeout = self._config.shutdown_timeout_s
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+
+        done: asyncio.Future[None] = loop.create_future()
+
+        def shutdown() -> None:
+            try:
+                export.provider.shutdown(timeout_millis=timeout * 1000)
+            finally:
+                loop.call_soon_threadsafe(_resolve, done)
+
+        # A daemon thread, not the default executor: asyncio.run() would wait for a stuck export.
+        threading.Thread(target=shutdown, name="monlat-flush", daemon=True).start()
+        try:
+            await asyncio.wait_for(done, timeout + 0.5)
+            self._events.info("flushed", seconds=round(time.monotonic() - started, 3))
+        except TimeoutError:
+            self._events.warning("flush_timeout", seconds=timeout)

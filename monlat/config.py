@@ -1,0 +1,209 @@
+"""Agent configuration: parsed and validated once, then passed down as a frozen dataclass."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """Bad input, reported as one line naming the setting; the CLI exits with status 2."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+class DiscoveryMode(enum.Enum):
+    STATIC = "static"
+    KUBERNETES = "kubernetes"
+
+
+class SocketMode(enum.Enum):
+    AUTO = "auto"
+    RAW = "raw"
+    DGRAM = "dgram"
+
+
+class IpFamily(enum.Enum):
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+
+
+@dataclass(frozen=True)
+class StaticPeer:
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class OtlpConfig:
+    endpoint: str
+    protocol: str  # "grpc" or "http/protobuf"
+    headers: tuple[tuple[str, str], ...]
+    timeout_s: float
+    insecure: bool
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    kubeconfig: str | None
+    label_selector: str | None
+    address_types: tuple[str, ...]
+    ip_family: IpFamily | None
+    resync_backoff_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    interval_s: float = 1.0
+    timeout_s: float = 1.0
+    probes_per_interval: int = 1
+    payload_size: int = 56
+    socket_mode: SocketMode = SocketMode.AUTO
+
+
+@dataclass(frozen=True)
+class Config:
+    node_name: str
+    discovery: DiscoveryMode
+    static_peers: tuple[StaticPeer, ...]
+    kubernetes: KubernetesConfig | None
+    probe: ProbeConfig
+    listen: ListenAddress
+    prometheus: bool
+    otlp: OtlpConfig | None
+    export_interval_s: float
+    log_measurements: bool
+    window_s: float
+    shutdown_timeout_s: float
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_duration(setting: str, text: str, *, default_unit: str = "s") -> float:
+    """Parse `1s`, `250ms`, `1.5` (in default_unit) into seconds; must be positive."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(setting, f"invalid duration {text!r} (use e.g. 1s, 250ms, 2m)")
+    value = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or default_unit]
+    if value <= 0:
+        raise ConfigError(setting, f"duration must be greater than zero, got {text!r}")
+    return value
+
+
+def parse_listen(setting: str, text: str) -> ListenAddress:
+    """Parse `HOST:PORT`, `:PORT` or `[v6]:PORT`."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise ConfigError(setting, f"expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(setting, f"invalid port in {text!r}")
+    host = host or "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+            raise ConfigError(setting, f"invalid host in {text!r}") from None
+    return ListenAddress(host, int(port_text))
+
+
+def parse_ip(setting: str, text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ConfigError(setting, f"invalid IP address {text.strip()!r}") from None
+
+
+_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
+
+
+def parse_peers(setting: str, text: str) -> tuple[StaticPeer, ...]:
+    """Parse `name=address,address,...` (a bare address names itself).
+
+    Commas and newlines both separate entries so the same parser reads a peers file;
+    `#` starts a comment.
+    """
+    peers: list[StaticPeer] = []
+    seen: set[str] = set()
+    for raw_line in text.splitlines():
+        line = raw_line.split("#", 1)[0]
+        for item in line.split(","):
+            entry = item.strip()
+            if not entry:
+                continue
+            name, sep, address = entry.partition("=")
+            if not sep:
+                name, address = entry, entry
+            name = name.strip()
+            if not _NAME.match(name):
+                raise ConfigError(setting, f"invalid peer name {name!r}")
+            if name in seen:
+                raise ConfigError(setting, f"peer {name!r} listed twice")
+            seen.add(name)
+            peers.append(StaticPeer(name, parse_ip(setting, address)))
+    return tuple(peers)
+
+
+def parse_bool(setting: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(setting, f"expected true or false, got {text!r}")
+
+
+def parse_key_values(setting: str, text: str) -> tuple[tuple[str, str], ...]:
+    """Parse the OTEL_*_HEADERS / OTEL_RESOURCE_ATTRIBUTES form `k=v,k2=v2` (values URL-encoded)."""
+    from urllib.parse import unquote
+
+    pairs: list[tuple[str, str]] = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(setting, f"expected key=value, got {item.strip()!r}")
+        pairs.append((unquote(key.strip()), unquote(value.strip())))
+    return tuple(pairs)
+
+
+def validate_otlp_endpoint(setting: str, endpoint: str) -> str:
+    """An endpoint without a scheme misbehaves silently in the SDK, so insist on one."""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            setting,
+            f"expected a URL with scheme, like http://collector:4317, got {endpoint!r}",
+        )
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(setting, f"invalid port in {endpoint!r}") from None
+    return endpoint

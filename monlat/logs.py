@@ -1,0 +1,56 @@
+"""Log output: measurement lines on stdout in the original format, events as logfmt on stderr."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from typing import TextIO
+
+_BARE = re.compile(r"^[A-Za-z0-9_.:/@+-]+$")
+
+
+def measurement_line(source: str, target: str, rtt_ms: float) -> str:
+    """`latency_between_nodes{from="node2",to="node3"} 0.387`, as the original agents printed."""
+    return f'latency_between_nodes{{from="{source}",to="{target}"}} {rtt_ms:.3f}'
+
+
+class MeasurementLog:
+    def __init__(self, stream: TextIO, source: str) -> None:
+        self._stream = stream
+        self._source = source
+
+    def write(self, target: str, rtt_s: float) -> None:
+        self._stream.write(measurement_line(self._source, target, rtt_s * 1000.0) + "\n")
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def _format_value(value: object) -> str:
+    text = str(value)
+    if _BARE.match(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+class EventLog:
+    """One logfmt line per event: `time=… level=info event=peer_added peer=node2 …`."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def _emit(self, level: str, event: str, fields: dict[str, object]) -> None:
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+        parts = [f"time={now}", f"level={level}", f"event={event}"]
+        parts.extend(f"{key}={_format_value(value)}" for key, value in fields.items())
+        self._stream.write(" ".join(parts) + "\n")
+        self._stream.flush()
+
+    def info(self, event: str, **fields: object) -> None:
+        self._emit("info", event, fields)
+
+    def warning(self, event: str, **fields: object) -> None:
+        self._emit("warn", event, fields)
+
+    def error(self, event: str, **fields: object) -> None:
+        self._emit("error", event, fields)

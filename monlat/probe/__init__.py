@@ -1,0 +1,1 @@
+"""The prober: send, match, timestamp."""

@@ -1,0 +1,146 @@
+"""ICMP echo codec: build requests, parse what a socket hands back.
+
+icmplib opens the sockets; its reply parser drops the payload, and monlat matches on a payload
+cookie, so the codec lives here. Everything in this module is pure and allocation-light because it
+runs once per probe and once per received packet.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+import struct
+from array import array
+from dataclasses import dataclass
+
+AF_INET = int(socket.AF_INET)
+AF_INET6 = int(socket.AF_INET6)
+ECHO_REQUEST: dict[int, int] = {AF_INET: 8, AF_INET6: 128}
+ECHO_REPLY: dict[int, int] = {AF_INET: 0, AF_INET6: 129}
+# Errors that quote our request back to us: destination unreachable, time exceeded (and, for
+# IPv6, packet too big). They end a probe early instead of letting it time out.
+ERROR_TYPES: dict[int, frozenset[int]] = {
+    AF_INET: frozenset({3, 11}),
+    AF_INET6: frozenset({1, 2, 3}),
+}
+
+COOKIE_SIZE = 8
+_TOKEN = struct.Struct("!I")
+_HEADER = struct.Struct("!BBHHH")
+MIN_PAYLOAD = COOKIE_SIZE + _TOKEN.size
+
+
+class Ignored(enum.Enum):
+    """Why a received packet did not become a measurement (exported as a label value)."""
+
+    TRUNCATED = "truncated"
+    OTHER_TYPE = "other_type"
+    FOREIGN = "foreign"  # another program's echo (identifier or cookie not ours)
+    BAD_COOKIE = "bad_cookie"
+    UNEXPECTED = "unexpected"  # ours in form, but no probe was waiting for it
+    WRONG_SOURCE = "wrong_source"
+    WRONG_SEQUENCE = "wrong_sequence"
+    DUPLICATE = "duplicate"
+    LATE = "late"
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """A parsed echo reply, or an ICMP error quoting one of our requests."""
+
+    is_error: bool
+    peer: str  # the reply's source; for an error, the quoted request's destination
+    ident: int
+    sequence: int
+    cookie: bytes | None  # None when an error quoted too little of the request
+    token: int | None
+    icmp_type: int
+    icmp_code: int
+    reporter: str  # who sent this packet (differs from peer for errors)
+
+
+def checksum(data: bytes) -> int:
+    """RFC 1071 Internet checksum."""
+    if len(data) % 2:
+        data += b"\x00"
+    words = array("H", data)
+    total = sum(words)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    # array("H") sums in host byte order; swapping back yields network order.
+    return socket.ntohs(~total & 0xFFFF)
+
+
+class EchoBuilder:
+    """Builds echo requests carrying this agent's cookie and a per-probe token."""
+
+    def __init__(self, family: int, cookie: bytes, payload_size: int) -> None:
+        if len(cookie) != COOKIE_SIZE:
+            raise ValueError("cookie must be 8 bytes")
+        if payload_size < MIN_PAYLOAD:
+            raise ValueError(f"payload must be at least {MIN_PAYLOAD} bytes")
+        self._type = ECHO_REQUEST[family]
+        # ICMPv6 checksums cover a pseudo-header the kernel knows and fills in itself.
+        self._compute_checksum = family == socket.AF_INET
+        self._cookie = cookie
+        self._padding = bytes(i & 0xFF for i in range(payload_size - MIN_PAYLOAD))
+
+    def build(self, ident: int, sequence: int, token: int) -> bytes:
+        payload = self._cookie + _TOKEN.pack(token) + self._padding
+        if not self._compute_checksum:
+            return _HEADER.pack(self._type, 0, 0, ident, sequence) + payload
+        unsummed = _HEADER.pack(self._type, 0, 0, ident, sequence) + payload
+        return _HEADER.pack(self._type, 0, checksum(unsummed), ident, sequence) + payload
+
+
+def parse(data: bytes, family: int, source: str, *, ip_header: bool) -> Packet | Ignored:
+    """Parse one datagram from an ICMP socket.
+
+    `ip_header` is true for raw IPv4 sockets, which deliver the IP header; ICMPv6 raw sockets and
+    datagram ("ping") sockets of both families deliver the ICMP message alone.
+    """
+    view = memoryview(data)
+    if ip_header:
+        if len(view) < 20:
+            return Ignored.TRUNCATED
+        view = view[(view[0] & 0x0F) * 4 :]
+    if len(view) < _HEADER.size:
+        return Ignored.TRUNCATED
+    icmp_type, icmp_code, _, ident, sequence = _HEADER.unpack_from(view)
+    if icmp_type == ECHO_REPLY[family]:
+        cookie, token = _payload(view[_HEADER.size :])
+        return Packet(False, source, ident, sequence, cookie, token, icmp_type, icmp_code, source)
+    if icmp_type in ERROR_TYPES[family]:
+        return _parse_error(view[_HEADER.size :], family, source, icmp_type, icmp_code)
+    return Ignored.OTHER_TYPE
+
+
+def _payload(view: memoryview) -> tuple[bytes | None, int | None]:
+    if len(view) < MIN_PAYLOAD:
+        return None, None
+    return bytes(view[:COOKIE_SIZE]), _TOKEN.unpack_from(view, COOKIE_SIZE)[0]
+
+
+def _parse_error(
+    quoted: memoryview, family: int, reporter: str, icmp_type: int, icmp_code: int
+) -> Packet | Ignored:
+    if family == socket.AF_INET:
+        if len(quoted) < 20:
+            return Ignored.TRUNCATED
+        header_len = (quoted[0] & 0x0F) * 4
+        if quoted[9] != socket.IPPROTO_ICMP:
+            return Ignored.FOREIGN
+        destination = socket.inet_ntop(socket.AF_INET, bytes(quoted[16:20]))
+    else:
+        header_len = 40
+        if len(quoted) < header_len or quoted[6] != socket.IPPROTO_ICMPV6:
+            return Ignored.TRUNCATED if len(quoted) < header_len else Ignored.FOREIGN
+        destination = socket.inet_ntop(socket.AF_INET6, bytes(quoted[24:40]))
+    inner = quoted[header_len:]
+    if len(inner) < _HEADER.size:
+        return Ignored.TRUNCATED
+    inner_type, _, _, ident, sequence = _HEADER.unpack_from(inner)
+    if inner_type != ECHO_REQUEST[family]:
+        return Ignored.FOREIGN
+    cookie, token = _payload(inner[_HEADER.size :])
+    return Packet(True, destination, ident, sequence, cookie, token, icmp_type, icmp_code, reporter)

@@ -1,0 +1,139 @@
+"""Probes in flight: register on send, match replies, expire on timeout.
+
+Pure bookkeeping with no sockets or clocks of its own, so every matching rule is unit-tested.
+A reply becomes a measurement only if its source, sequence, identifier (when the socket lets us
+choose it), cookie and per-probe token all agree with a probe still waiting; anything else is
+classified and counted.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+from monlat.probe.icmp import Ignored, Packet
+
+
+class Result(enum.Enum):
+    REPLY = "reply"
+    TIMEOUT = "timeout"
+    ERROR = "error"  # an ICMP error (unreachable, time exceeded) came back instead
+    SEND_ERROR = "send_error"  # the kernel refused to send; says nothing about the network
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    peer: str
+    address: str
+    sequence: int
+    result: Result
+    rtt_s: float | None = None
+    detail: str | None = None
+
+
+@dataclass(slots=True)
+class _Probe:
+    peer: str
+    address: str
+    sequence: int
+    token: int
+    sent_ns: int
+    deadline: float
+
+
+class PendingProbes:
+    """Probes waiting for a reply, keyed by their unique per-agent token."""
+
+    def __init__(self, cookie: bytes, ident: int | None, *, memory: int = 65536) -> None:
+        self._cookie = cookie
+        # None for datagram sockets: the kernel picks the identifier, and filters on it for us.
+        self._ident = ident
+        self._waiting: dict[int, _Probe] = {}
+        # ICMP errors may quote too little of our request to carry the token.
+        self._by_address: dict[tuple[str, int], int] = {}
+        # Deadlines are in send order because the timeout is the same for every probe.
+        self._deadlines: deque[_Probe] = deque()
+        # Recently finished probes: a reply to one of these is a duplicate or late, not a stray.
+        self._finished: OrderedDict[int, Result] = OrderedDict()
+        self._memory = memory
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(
+        self, peer: str, address: str, sequence: int, token: int, sent_ns: int, deadline: float
+    ) -> None:
+        probe = _Probe(peer, address, sequence, token, sent_ns, deadline)
+        self._waiting[token] = probe
+        self._by_address[(address, sequence)] = token
+        self._deadlines.append(probe)
+
+    def match(self, packet: Packet, received_ns: int) -> Outcome | Ignored:
+        if self._ident is not None and packet.ident != self._ident:
+            return Ignored.FOREIGN
+        if packet.cookie is not None and packet.cookie != self._cookie:
+            return Ignored.BAD_COOKIE
+        token = packet.token
+        if token is None:
+            if not packet.is_error:
+                return Ignored.TRUNCATED
+            token = self._by_address.get((packet.peer, packet.sequence))
+            if token is None:
+                return Ignored.UNEXPECTED
+        probe = self._waiting.get(token)
+        if probe is None:
+            finished = self._finished.get(token)
+            if finished is None:
+                return Ignored.UNEXPECTED
+            return Ignored.LATE if finished is Result.TIMEOUT else Ignored.DUPLICATE
+        if probe.address != packet.peer:
+            return Ignored.WRONG_SOURCE
+        if probe.sequence != packet.sequence:
+            return Ignored.WRONG_SEQUENCE
+        self._finish(probe)
+        if packet.is_error:
+            self._remember(token, Result.ERROR)
+            detail = f"icmp type {packet.icmp_type} code {packet.icmp_code} from {packet.reporter}"
+            return Outcome(probe.peer, probe.address, probe.sequence, Result.ERROR, detail=detail)
+        self._remember(token, Result.REPLY)
+        rtt = (received_ns - probe.sent_ns) / 1e9
+        if rtt < 0:
+            # The wall clock stepped backwards between send and receive; the sample is unusable.
+            return Outcome(probe.peer, probe.address, probe.sequence, Result.ERROR, detail="clock")
+        return Outcome(probe.peer, probe.address, probe.sequence, Result.REPLY, rtt_s=rtt)
+
+    def expire(self, now: float) -> list[Outcome]:
+        """Time out every waiting probe whose deadline has passed."""
+        expired: list[Outcome] = []
+        while self._deadlines and self._deadlines[0].deadline <= now:
+            probe = self._deadlines.popleft()
+            if self._waiting.get(probe.token) is probe:
+                self._finish(probe)
+                self._remember(probe.token, Result.TIMEOUT)
+                expired.append(Outcome(probe.peer, probe.address, probe.sequence, Result.TIMEOUT))
+        return expired
+
+    def forget_peer(self, address: str) -> None:
+        """Drop a departed peer's probes without counting them as lost."""
+        for probe in [p for p in self._waiting.values() if p.address == address]:
+            self._finish(probe)
+
+    def next_deadline(self) -> float | None:
+        while self._deadlines:
+            probe = self._deadlines[0]
+            if self._waiting.get(probe.token) is probe:
+                return probe.deadline
+            self._deadlines.popleft()
+        return None
+
+    def _finish(self, probe: _Probe) -> None:
+        del self._waiting[probe.token]
+        key = (probe.address, probe.sequence)
+        if self._by_address.get(key) == probe.token:
+            del self._by_address[key]
+
+    def _remember(self, token: int, result: Result) -> None:
+        self._finished[token] = result
+        if len(self._finished) > self._memory:
+            self._finished.popitem(last=False)

@@ -1,0 +1,213 @@
+"""The probe engine: paced sends, reply matching, kernel timestamps, timeouts.
+
+One socket per address family serves every peer. The event loop wakes when a send is due or a
+probe expires; replies are read when the socket is readable, and their receive time comes from the
+kernel, so time spent waiting for the event loop never counts as network latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from monlat.config import ProbeConfig
+from monlat.probe.icmp import EchoBuilder, Ignored, parse
+from monlat.probe.pending import Outcome, PendingProbes, Result
+from monlat.probe.schedule import Schedule
+from monlat.probe.sockets import Datagram
+
+# Sends due within this much of now go out in the same wake-up: the event loop's timers are only
+# millisecond-precise anyway, and batching keeps wake-ups bounded at high probe rates.
+_SEND_AHEAD_S = 0.001
+_MAX_SLEEP_S = 0.25
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+    def wall_ns(self) -> int: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall_ns(self) -> int:
+        # Kernel receive timestamps are CLOCK_REALTIME, so send times must be too.
+        return time.time_ns()
+
+
+class Transport(Protocol):
+    family: int
+    ident: int | None
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def parses_ip_header(self) -> bool: ...
+    def fileno(self) -> int: ...
+    def send(self, packet: bytes, address: str) -> None: ...
+    def receive_all(self) -> Iterator[Datagram]: ...
+
+
+class ProbeListener(Protocol):
+    def on_outcome(self, outcome: Outcome) -> None: ...
+    def on_ignored(self, reason: Ignored) -> None: ...
+    def on_send_lag(self, lag_s: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    address: str
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.address else socket.AF_INET
+
+
+class _Channel:
+    """One transport with its own sequence numbers and in-flight table."""
+
+    def __init__(self, transport: Transport, builder: EchoBuilder, cookie: bytes) -> None:
+        self.transport = transport
+        self.builder = builder
+        self.pending = PendingProbes(cookie, transport.ident)
+        self.sequences = itertools.cycle(range(1, 0x10000))
+
+
+class Prober:
+    def __init__(
+        self,
+        agent: str,
+        transports: Mapping[int, Transport],
+        config: ProbeConfig,
+        listener: ProbeListener,
+        clock: Clock | None = None,
+        cookie: bytes | None = None,
+    ) -> None:
+        self._config = config
+        self._listener = listener
+        self._clock = clock or SystemClock()
+        cookie = cookie or os.urandom(8)
+        self._channels = {
+            family: _Channel(transport, EchoBuilder(family, cookie, config.payload_size), cookie)
+            for family, transport in transports.items()
+        }
+        self._schedule = Schedule(agent, config.interval_s / config.probes_per_interval)
+        self._targets: dict[str, Target] = {}
+        self._tokens = itertools.count(1)
+        self._sleeper: asyncio.Future[None] | None = None
+        self.last_wake = self._clock.monotonic()
+        self.sent = 0
+
+    @property
+    def families(self) -> frozenset[int]:
+        return frozenset(self._channels)
+
+    def in_flight(self) -> int:
+        return sum(len(channel.pending) for channel in self._channels.values())
+
+    def set_targets(self, targets: Mapping[str, Target]) -> None:
+        """Replace the peer set. Probes to departed peers are dropped, not counted as lost."""
+        now = self._clock.monotonic()
+        for name, old in list(self._targets.items()):
+            new = targets.get(name)
+            if new is None or new.address != old.address:
+                self._schedule.remove(name)
+                channel = self._channels.get(old.family)
+                if channel:
+                    channel.pending.forget_peer(old.address)
+                del self._targets[name]
+        for name, target in targets.items():
+            if name not in self._targets and target.family in self._channels:
+                self._targets[name] = target
+                self._schedule.add(name, now)
+        self._wake()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for channel in self._channels.values():
+            loop.add_reader(channel.transport.fileno(), self._drain, channel)
+        try:
+            while True:
+                self.last_wake = now = self._clock.monotonic()
+                self._send_due(now)
+                self._expire(self._clock.monotonic())
+                await self._sleep(loop, self._sleep_time())
+        finally:
+            for channel in self._channels.values():
+                loop.remove_reader(channel.transport.fileno())
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        """Sleep until the next send or deadline, or until `_wake` (new peers) cuts it short."""
+        self._sleeper = loop.create_future()
+        handle = loop.call_later(delay, self._wake)
+        try:
+            await self._sleeper
+        finally:
+            handle.cancel()
+            self._sleeper = None
+
+    def _wake(self) -> None:
+        if self._sleeper is not None and not self._sleeper.done():
+            self._sleeper.set_result(None)
+
+    def _sleep_time(self) -> float:
+        now = self._clock.monotonic()
+        wake = now + _MAX_SLEEP_S
+        next_send = self._schedule.next_due()
+        if next_send is not None:
+            wake = min(wake, next_send)
+        for channel in self._channels.values():
+            deadline = channel.pending.next_deadline()
+            if deadline is not None:
+                wake = min(wake, deadline)
+        return max(0.0, wake - now)
+
+    def _send_due(self, now: float) -> None:
+        timeout = self._config.timeout_s
+        for name, due in self._schedule.pop_due(now + _SEND_AHEAD_S):
+            target = self._targets[name]
+            channel = self._channels[target.family]
+            sequence = next(channel.sequences)
+            token = next(self._tokens) & 0xFFFFFFFF
+            ident = channel.transport.ident or 0
+            packet = channel.builder.build(ident, sequence, token)
+            sent_ns = self._clock.wall_ns()
+            try:
+                channel.transport.send(packet, target.address)
+            except OSError as err:
+                self._listener.on_outcome(
+                    Outcome(name, target.address, sequence, Result.SEND_ERROR, detail=err.strerror)
+                )
+                continue
+            sent_at = self._clock.monotonic()
+            channel.pending.add(name, target.address, sequence, token, sent_ns, sent_at + timeout)
+            self.sent += 1
+            self._listener.on_send_lag(max(0.0, sent_at - due))
+
+    def _expire(self, now: float) -> None:
+        for channel in self._channels.values():
+            for outcome in channel.pending.expire(now):
+                self._listener.on_outcome(outcome)
+
+    def _drain(self, channel: _Channel) -> None:
+        family = channel.transport.family
+        ip_header = channel.transport.parses_ip_header
+        for datagram in channel.transport.receive_all():
+            packet = parse(datagram.data, family, datagram.source, ip_header=ip_header)
+            if isinstance(packet, Ignored):
+                self._listener.on_ignored(packet)
+                continue
+            received_ns = datagram.received_ns or self._clock.wall_ns()
+            result = channel.pending.match(packet, received_ns)
+            if isinstance(result, Ignored):
+                self._listener.on_ignored(result)
+            else:
+                self._listener.on_outcome(result)

@@ -1,0 +1,174 @@
+"""ICMP sockets: one per address family, raw when permitted, else the unprivileged datagram kind.
+
+icmplib creates the socket and maps permission errors; this module adds what a latency monitor
+needs on top: kernel receive timestamps, a large receive buffer, a type filter on raw sockets,
+non-blocking I/O, and a start-up decision that says which kind it got and why.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import icmplib
+
+from monlat.config import SocketMode
+
+# <asm-generic/socket.h>; Python's socket module does not export it.
+SO_TIMESTAMPNS = 35
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+_TIMESPEC = struct.Struct("@qq")
+_SOL_RAW = 255
+_ICMP_FILTER = 1
+_ICMP6_FILTER = 1
+_RECEIVE_BUFFER = 4 * 1024 * 1024
+_SEND_BUFFER = 1024 * 1024
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
+_MAX_PACKET = 65535
+
+
+class ProbeSetupError(Exception):
+    """No usable ICMP socket; the message says what to grant."""
+
+
+@dataclass(frozen=True)
+class Datagram:
+    data: bytes
+    source: str
+    received_ns: int  # CLOCK_REALTIME from the kernel, when it stamped the packet
+
+
+class IcmpSocket:
+    """A non-blocking ICMP socket with kernel receive timestamps."""
+
+    def __init__(self, family: int, raw: bool, reason: str) -> None:
+        self.family = family
+        self.raw = raw
+        self.reason = reason
+        factory = icmplib.ICMPv4Socket if family == socket.AF_INET else icmplib.ICMPv6Socket
+        # icmplib closes its socket when garbage-collected, so keep the owner alive with it.
+        self._owner = factory(privileged=raw)
+        self.sock: socket.socket = self._owner.sock
+        self.sock.setblocking(False)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        _set_buffer(self.sock, socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", 33))
+        _set_buffer(self.sock, socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", 32))
+        if raw:
+            self.ident: int | None = random.randrange(1, 0xFFFF)
+            _install_type_filter(self.sock, family)
+        else:
+            # The kernel owns the identifier of a datagram ICMP socket and delivers us only
+            # replies carrying it; matching relies on sequence, cookie and token.
+            self.ident = None
+
+    @property
+    def kind(self) -> str:
+        return "raw" if self.raw else "dgram"
+
+    @property
+    def parses_ip_header(self) -> bool:
+        return self.raw and self.family == socket.AF_INET
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, packet: bytes, address: str) -> None:
+        self.sock.sendto(packet, (address, 0))
+
+    def receive_all(self) -> Iterator[Datagram]:
+        """Drain everything queued, without blocking."""
+        while True:
+            try:
+                data, ancillary, _, address = self.sock.recvmsg(_MAX_PACKET, _ANCILLARY_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                # An ICMP error queued on a datagram socket surfaces as a failed read; the
+                # probe it concerns simply times out.
+                if err.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                    continue
+                raise
+            yield Datagram(data, address[0].split("%", 1)[0], _kernel_time(ancillary))
+
+    def close(self) -> None:
+        self._owner.close()
+
+
+def _kernel_time(ancillary: list[tuple[int, int, bytes]]) -> int:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return int(seconds) * 1_000_000_000 + int(nanoseconds)
+    return 0
+
+
+def _set_buffer(sock: socket.socket, option: int, force_option: int) -> None:
+    size = _RECEIVE_BUFFER if option == socket.SO_RCVBUF else _SEND_BUFFER
+    try:
+        # The FORCE variant ignores net.core.*mem_max but needs CAP_NET_ADMIN; fall back quietly.
+        sock.setsockopt(socket.SOL_SOCKET, force_option, size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, option, size)
+
+
+def _install_type_filter(sock: socket.socket, family: int) -> None:
+    """Raw sockets see every ICMP packet the host receives; keep only replies and errors."""
+    if family == socket.AF_INET:
+        allowed = (1 << 0) | (1 << 3) | (1 << 11)
+        sock.setsockopt(_SOL_RAW, _ICMP_FILTER, struct.pack("I", ~allowed & 0xFFFFFFFF))
+        return
+    blocked = [0xFFFFFFFF] * 8
+    for icmp_type in (1, 2, 3, 129):
+        blocked[icmp_type >> 5] &= ~(1 << (icmp_type & 31)) & 0xFFFFFFFF
+    sock.setsockopt(socket.IPPROTO_ICMPV6, _ICMP6_FILTER, struct.pack("8I", *blocked))
+
+
+def ping_group_range(path: Path = Path("/proc/sys/net/ipv4/ping_group_range")) -> tuple[int, int]:
+    try:
+        low, high = path.read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 1, 0
+
+
+def dgram_allowed(gids: set[int], group_range: tuple[int, int]) -> bool:
+    low, high = group_range
+    return any(low <= gid <= high for gid in gids)
+
+
+def open_socket(family: int, mode: SocketMode) -> IcmpSocket:
+    """Open the best ICMP socket `mode` allows, or explain what to grant."""
+    gids = {os.getegid(), *os.getgroups()}
+    group_range = ping_group_range()
+    errors: list[str] = []
+    if mode in (SocketMode.AUTO, SocketMode.RAW):
+        try:
+            return IcmpSocket(family, raw=True, reason="CAP_NET_RAW is available")
+        except icmplib.SocketPermissionError:
+            errors.append("raw socket refused (no CAP_NET_RAW)")
+    if mode in (SocketMode.AUTO, SocketMode.DGRAM):
+        try:
+            return IcmpSocket(
+                family,
+                raw=False,
+                reason=f"net.ipv4.ping_group_range {group_range[0]} {group_range[1]} "
+                f"includes group {min(g for g in gids if group_range[0] <= g <= group_range[1])}"
+                if dgram_allowed(gids, group_range)
+                else "datagram ICMP socket permitted",
+            )
+        except icmplib.SocketPermissionError:
+            errors.append(
+                f"datagram socket refused (net.ipv4.ping_group_range is "
+                f"{group_range[0]} {group_range[1]}, process groups {sorted(gids)})"
+            )
+    except_family = "ICMPv4" if family == socket.AF_INET else "ICMPv6"
+    raise ProbeSetupError(
+        f"cannot open an {except_family} socket: {'; '.join(errors)}. Grant CAP_NET_RAW, or set "
+        f"net.ipv4.ping_group_range to include group {os.getegid()}"
+    )

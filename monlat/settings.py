@@ -1,0 +1,365 @@
+"""Turn command-line flags and environment variables into a validated `Config`.
+
+Every setting has a flag and an environment variable; the flag wins. Parsing is pure (argv and
+environ in, Config out) so that every bad-input case is tested without starting anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from monlat.config import (
+    Config,
+    ConfigError,
+    DiscoveryMode,
+    IpFamily,
+    KubernetesConfig,
+    OtlpConfig,
+    ProbeConfig,
+    SocketMode,
+    StaticPeer,
+    parse_bool,
+    parse_duration,
+    parse_key_values,
+    parse_listen,
+    parse_peers,
+    validate_otlp_endpoint,
+)
+
+DEFAULT_LISTEN = "0.0.0.0:9090"
+ADDRESS_TYPES = ("InternalIP", "ExternalIP", "Hostname")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line (no usage dump) and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError("arguments", message)
+
+
+@dataclass(frozen=True)
+class _Flag:
+    flag: str
+    env: str | None
+    help: str
+    metavar: str = "VALUE"
+
+
+_AGENT_FLAGS = (
+    _Flag("--node-name", "NODE_NAME", "this node's name (the `from` label); default: host name"),
+    _Flag("--discovery", "MONLAT_DISCOVERY", "static or kubernetes; default: kubernetes in a pod"),
+    _Flag("--peers", "MONLAT_PEERS", "static peers: name=address,name=address,..."),
+    _Flag("--peers-file", "MONLAT_PEERS_FILE", "file of static peers, one name=address per line"),
+    _Flag("--kubeconfig", "KUBECONFIG", "kubeconfig to use outside a pod"),
+    _Flag("--node-selector", "MONLAT_NODE_SELECTOR", "label selector limiting the watched Nodes"),
+    _Flag(
+        "--address-types",
+        "MONLAT_ADDRESS_TYPES",
+        "Node address types in order of preference; default InternalIP,ExternalIP",
+    ),
+    _Flag("--ip-family", "MONLAT_IP_FAMILY", "prefer ipv4 or ipv6 node addresses; default ipv4"),
+    _Flag("--interval", "MONLAT_INTERVAL", "time between probes to one peer; default 1s"),
+    _Flag("--timeout", "MONLAT_TIMEOUT", "a probe without reply after this is lost; default 1s"),
+    _Flag("--count", "MONLAT_COUNT", "probes per peer per interval; default 1", "N"),
+    _Flag("--payload-size", "MONLAT_PAYLOAD_SIZE", "ICMP payload bytes; default 56", "BYTES"),
+    _Flag("--socket", "MONLAT_SOCKET", "ICMP socket kind: auto, raw or dgram; default auto"),
+    _Flag("--listen", "MONLAT_LISTEN", f"HTTP listener for health; default {DEFAULT_LISTEN}"),
+    _Flag(
+        "--prometheus",
+        None,
+        "serve Prometheus metrics on HOST:PORT (implies the prometheus exporter)",
+        "HOST:PORT",
+    ),
+    _Flag("--exporters", "OTEL_METRICS_EXPORTER", "prometheus, otlp, both (comma) or none"),
+    _Flag("--otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP endpoint URL", "URL"),
+    _Flag("--export-interval", "OTEL_METRIC_EXPORT_INTERVAL", "OTLP push period; default 5s"),
+    _Flag(
+        "--log-measurements",
+        "MONLAT_LOG_MEASUREMENTS",
+        "print one latency_between_nodes line per reply; default true",
+    ),
+    _Flag("--window", "MONLAT_WINDOW", "window for loss ratio and jitter; default 60s"),
+    _Flag("--shutdown-timeout", "MONLAT_SHUTDOWN_TIMEOUT", "bound on the final flush; default 5s"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="monlat", description="Node-to-node ICMP latency monitor.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    agent = commands.add_parser("agent", help="measure latency to peers and export metrics")
+    for spec in _AGENT_FLAGS:
+        env_note = f" [env {spec.env}]" if spec.env else ""
+        agent.add_argument(spec.flag, metavar=spec.metavar, help=spec.help + env_note)
+    return parser
+
+
+class _Settings:
+    """Looks up one setting: flag first, then environment variable, then default."""
+
+    def __init__(self, args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+        self._args = args
+        self._environ = environ
+        self._by_flag = {spec.flag: spec for spec in _AGENT_FLAGS}
+
+    def get(self, flag: str) -> tuple[str, str] | None:
+        """Return (setting name for messages, raw text), or None when unset."""
+        spec = self._by_flag[flag]
+        value = getattr(self._args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            return flag, str(value)
+        if spec.env and self._environ.get(spec.env, "").strip():
+            return spec.env, self._environ[spec.env].strip()
+        return None
+
+    def text(self, flag: str, default: str) -> tuple[str, str]:
+        return self.get(flag) or (flag, default)
+
+    def env(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+
+def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
+    """Parse `monlat agent ...` arguments; raises ConfigError on any bad input."""
+    args = build_parser().parse_args(["agent", *argv])
+    settings = _Settings(args, environ)
+
+    discovery = _discovery_mode(settings, environ)
+    node_name = _node_name(settings, discovery)
+    static_peers: tuple[StaticPeer, ...] = ()
+    kubernetes: KubernetesConfig | None = None
+    if discovery is DiscoveryMode.STATIC:
+        static_peers = _static_peers(settings, node_name)
+    else:
+        kubernetes = _kubernetes_config(settings, environ)
+
+    probe = _probe_config(settings)
+    exporters = _exporters(settings, discovery)
+    prometheus_listen = settings.get("--prometheus")
+    listen_setting, listen_text = prometheus_listen or settings.text("--listen", DEFAULT_LISTEN)
+    listen = parse_listen(listen_setting, listen_text)
+
+    export_setting, export_text = settings.text("--export-interval", "5s")
+    export_interval = parse_duration(export_setting, export_text, default_unit="ms")
+
+    otlp = _otlp_config(settings) if "otlp" in exporters else None
+    log_setting, log_text = settings.text("--log-measurements", "true")
+    window_setting, window_text = settings.text("--window", "60s")
+    window = parse_duration(window_setting, window_text)
+    if window < probe.interval_s:
+        raise ConfigError(window_setting, "must be at least one interval")
+    shutdown_setting, shutdown_text = settings.text("--shutdown-timeout", "5s")
+
+    return Config(
+        node_name=node_name,
+        discovery=discovery,
+        static_peers=static_peers,
+        kubernetes=kubernetes,
+        probe=probe,
+        listen=listen,
+        prometheus="prometheus" in exporters,
+        otlp=otlp,
+        export_interval_s=export_interval,
+        log_measurements=parse_bool(log_setting, log_text),
+        window_s=window,
+        shutdown_timeout_s=parse_duration(shutdown_setting, shutdown_text),
+    )
+
+
+def _discovery_mode(settings: _Settings, environ: Mapping[str, str]) -> DiscoveryMode:
+    found = settings.get("--discovery")
+    if found is None:
+        in_pod = bool(environ.get("KUBERNETES_SERVICE_HOST"))
+        has_static = settings.get("--peers") or settings.get("--peers-file")
+        return DiscoveryMode.KUBERNETES if in_pod and not has_static else DiscoveryMode.STATIC
+    setting, text = found
+    try:
+        return DiscoveryMode(text.lower())
+    except ValueError:
+        raise ConfigError(setting, f"expected static or kubernetes, got {text!r}") from None
+
+
+def _node_name(settings: _Settings, discovery: DiscoveryMode) -> str:
+    found = settings.get("--node-name")
+    if found is None:
+        if discovery is DiscoveryMode.KUBERNETES:
+            raise ConfigError(
+                "--node-name",
+                "required with Kubernetes discovery (set NODE_NAME from spec.nodeName)",
+            )
+        return socket.gethostname()
+    setting, text = found
+    if not text or any(ch in text for ch in '"\\\n{}= '):
+        raise ConfigError(setting, f"invalid node name {text!r}")
+    return text
+
+
+def _static_peers(settings: _Settings, node_name: str) -> tuple[StaticPeer, ...]:
+    peers: list[StaticPeer] = []
+    found = settings.get("--peers")
+    if found:
+        peers.extend(parse_peers(*found))
+    file_found = settings.get("--peers-file")
+    if file_found:
+        setting, path = file_found
+        try:
+            content = Path(path).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(setting, f"cannot read {path}: {err.strerror}") from None
+        peers.extend(parse_peers(setting, content))
+    names = [peer.name for peer in peers]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ConfigError("--peers", f"peer {duplicates[0]!r} listed twice")
+    # The agent never probes itself; listing itself is normal in a shared peers file.
+    return tuple(peer for peer in peers if peer.name != node_name)
+
+
+def _kubernetes_config(settings: _Settings, environ: Mapping[str, str]) -> KubernetesConfig:
+    kubeconfig: str | None = None
+    found = settings.get("--kubeconfig")
+    if found:
+        setting, path = found
+        first = path.split(os.pathsep)[0]
+        if not Path(first).is_file():
+            raise ConfigError(setting, f"kubeconfig {first} not found")
+        kubeconfig = first
+    elif not environ.get("KUBERNETES_SERVICE_HOST"):
+        default = Path(environ.get("HOME", "/root")) / ".kube" / "config"
+        if not default.is_file():
+            raise ConfigError(
+                "--kubeconfig",
+                "not running in a pod and no kubeconfig given (and ~/.kube/config is missing)",
+            )
+        kubeconfig = str(default)
+
+    types_setting, types_text = settings.text("--address-types", "InternalIP,ExternalIP")
+    types = tuple(t.strip() for t in types_text.split(",") if t.strip())
+    unknown = [t for t in types if t not in ADDRESS_TYPES]
+    if unknown or not types:
+        raise ConfigError(
+            types_setting, f"unknown address type {unknown[0] if unknown else types_text!r}"
+        )
+
+    family: IpFamily | None = IpFamily.IPV4
+    family_found = settings.get("--ip-family")
+    if family_found:
+        setting, text = family_found
+        try:
+            family = None if text.lower() == "any" else IpFamily(text.lower())
+        except ValueError:
+            raise ConfigError(setting, f"expected ipv4, ipv6 or any, got {text!r}") from None
+
+    selector = settings.get("--node-selector")
+    return KubernetesConfig(
+        kubeconfig=kubeconfig,
+        label_selector=selector[1] if selector else None,
+        address_types=types,
+        ip_family=family,
+    )
+
+
+def _probe_config(settings: _Settings) -> ProbeConfig:
+    interval = parse_duration(*settings.text("--interval", "1s"))
+    if interval < 0.01:
+        raise ConfigError("--interval", "must be at least 10ms")
+    timeout_setting, timeout_text = settings.text("--timeout", "1s")
+    timeout = parse_duration(timeout_setting, timeout_text)
+    if timeout > 60:
+        raise ConfigError(timeout_setting, "must be at most 60s")
+    count = _int_setting(settings, "--count", "1", 1, 100)
+    payload = _int_setting(settings, "--payload-size", "56", 16, 1400)
+    socket_setting, socket_text = settings.text("--socket", "auto")
+    try:
+        mode = SocketMode(socket_text.lower())
+    except ValueError:
+        raise ConfigError(
+            socket_setting, f"expected auto, raw or dgram, got {socket_text!r}"
+        ) from None
+    return ProbeConfig(
+        interval_s=interval,
+        timeout_s=timeout,
+        probes_per_interval=count,
+        payload_size=payload,
+        socket_mode=mode,
+    )
+
+
+def _int_setting(settings: _Settings, flag: str, default: str, low: int, high: int) -> int:
+    setting, text = settings.text(flag, default)
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ConfigError(setting, f"expected a whole number from {low} to {high}, got {text!r}")
+    return int(text)
+
+
+def _exporters(settings: _Settings, discovery: DiscoveryMode) -> frozenset[str]:
+    found = settings.get("--exporters")
+    chosen: set[str] = set()
+    if found:
+        setting, text = found
+        for name in (part.strip().lower() for part in text.split(",")):
+            if name not in ("prometheus", "otlp", "none"):
+                raise ConfigError(setting, f"unknown exporter {name!r} (prometheus, otlp, none)")
+            if name != "none":
+                chosen.add(name)
+    else:
+        chosen.add("otlp" if discovery is DiscoveryMode.KUBERNETES else "prometheus")
+    if settings.get("--prometheus"):
+        chosen.add("prometheus")
+    if settings.get("--otlp-endpoint"):
+        chosen.add("otlp")
+    return frozenset(chosen)
+
+
+def _otlp_config(settings: _Settings) -> OtlpConfig:
+    protocol = (
+        settings.env("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+        or settings.env("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "grpc"
+    )
+    if protocol not in ("grpc", "http/protobuf"):
+        raise ConfigError(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", f"expected grpc or http/protobuf, got {protocol!r}"
+        )
+    specific = settings.env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    flag = settings.get("--otlp-endpoint")
+    if specific and not (flag and flag[0] == "--otlp-endpoint"):
+        endpoint = validate_otlp_endpoint("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", specific)
+    else:
+        default = "http://localhost:4317" if protocol == "grpc" else "http://localhost:4318"
+        setting, text = flag or ("--otlp-endpoint", default)
+        endpoint = validate_otlp_endpoint(setting, text)
+        if protocol == "http/protobuf":
+            # The generic endpoint is a base URL; the signal path is appended (OTLP spec).
+            endpoint = endpoint.rstrip("/") + "/v1/metrics"
+
+    headers_text = settings.env("OTEL_EXPORTER_OTLP_METRICS_HEADERS") or settings.env(
+        "OTEL_EXPORTER_OTLP_HEADERS"
+    )
+    headers = parse_key_values("OTEL_EXPORTER_OTLP_HEADERS", headers_text or "")
+    timeout_text = settings.env("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT") or settings.env(
+        "OTEL_EXPORTER_OTLP_TIMEOUT"
+    )
+    # The spec gives this in milliseconds (the Python SDK reads seconds); follow the spec.
+    timeout = parse_duration(
+        "OTEL_EXPORTER_OTLP_TIMEOUT", timeout_text or "10000", default_unit="ms"
+    )
+    insecure_text = settings.env("OTEL_EXPORTER_OTLP_INSECURE")
+    insecure = (
+        parse_bool("OTEL_EXPORTER_OTLP_INSECURE", insecure_text)
+        if insecure_text
+        else endpoint.startswith("http://")
+    )
+    return OtlpConfig(
+        endpoint=endpoint,
+        protocol=protocol,
+        headers=headers,
+        timeout_s=timeout,
+        insecure=insecure,
+    )
