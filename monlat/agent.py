@@ -83,7 +83,12 @@ def open_transports(config: Config, events: EventLog) -> dict[int, IcmpSocket]:
 def make_source(config: Config, events: EventLog) -> tuple[PeerSource, object]:
     """The peer source and its readiness flag holder (anything with `synced.is_set()`)."""
     if config.discovery is DiscoveryMode.STATIC:
-        return StaticPeers(config.static_peers), None
+        return StaticPeers(
+            config.static_peers,
+            config.node_name,
+            peers_file=config.peers_file,
+            events=events,
+        ), None
     from monlat.discovery.kubernetes import KubernetesNodes, load_api_client
 
     assert config.kubernetes is not None
@@ -109,8 +114,8 @@ class Agent:
 
     async def run(self) -> int:
         config = self._config
-        transports = open_transports(config, self._events)
         source, sync_flag = make_source(config, self._events)
+        transports = open_transports(config, self._events)
         export = build_export(config, __version__)
         store = ResultStore(
             window_s=config.window_s,

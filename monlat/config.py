@@ -6,6 +6,7 @@ import enum
 import ipaddress
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 
@@ -81,6 +82,7 @@ class Config:
     node_name: str
     discovery: DiscoveryMode
     static_peers: tuple[StaticPeer, ...]
+    peers_file: Path | None
     kubernetes: KubernetesConfig | None
     probe: ProbeConfig
     listen: ListenAddress
@@ -122,7 +124,7 @@ def parse_listen(setting: str, text: str) -> ListenAddress:
         raise ConfigError(setting, f"expected HOST:PORT, got {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
         raise ConfigError(setting, f"invalid port in {text!r}")
     host = host or "0.0.0.0"
     try:

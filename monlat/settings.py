@@ -133,9 +133,10 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
     discovery = _discovery_mode(settings, environ)
     node_name = _node_name(settings, discovery)
     static_peers: tuple[StaticPeer, ...] = ()
+    peers_file: Path | None = None
     kubernetes: KubernetesConfig | None = None
     if discovery is DiscoveryMode.STATIC:
-        static_peers = _static_peers(settings, node_name)
+        static_peers, peers_file = _static_peers(settings)
     else:
         kubernetes = _kubernetes_config(settings, environ)
 
@@ -160,6 +161,7 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
         node_name=node_name,
         discovery=discovery,
         static_peers=static_peers,
+        peers_file=peers_file,
         kubernetes=kubernetes,
         probe=probe,
         listen=listen,
@@ -200,25 +202,23 @@ def _node_name(settings: _Settings, discovery: DiscoveryMode) -> str:
     return text
 
 
-def _static_peers(settings: _Settings, node_name: str) -> tuple[StaticPeer, ...]:
-    peers: list[StaticPeer] = []
+def _static_peers(settings: _Settings) -> tuple[tuple[StaticPeer, ...], Path | None]:
+    """Peers from --peers, and the peers file (read here only to validate it at start-up)."""
     found = settings.get("--peers")
-    if found:
-        peers.extend(parse_peers(*found))
+    peers = parse_peers(*found) if found else ()
     file_found = settings.get("--peers-file")
-    if file_found:
-        setting, path = file_found
-        try:
-            content = Path(path).read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(setting, f"cannot read {path}: {err.strerror}") from None
-        peers.extend(parse_peers(setting, content))
-    names = [peer.name for peer in peers]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ConfigError("--peers", f"peer {duplicates[0]!r} listed twice")
-    # The agent never probes itself; listing itself is normal in a shared peers file.
-    return tuple(peer for peer in peers if peer.name != node_name)
+    if not file_found:
+        return peers, None
+    setting, path = file_found
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(setting, f"cannot read {path}: {err.strerror}") from None
+    in_file = {peer.name for peer in parse_peers(setting, content)}
+    twice = sorted(in_file & {peer.name for peer in peers})
+    if twice:
+        raise ConfigError(setting, f"peer {twice[0]!r} is also given by --peers")
+    return peers, Path(path)
 
 
 def _kubernetes_config(settings: _Settings, environ: Mapping[str, str]) -> KubernetesConfig:

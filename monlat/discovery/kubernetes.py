@@ -38,7 +38,7 @@ def load_api_client(config: KubernetesConfig) -> kubernetes.client.ApiClient:
             )
         else:
             kubernetes.config.load_incluster_config(client_configuration=configuration)
-    except (kubernetes.config.ConfigException, OSError, ValueError, TypeError) as err:
+    except Exception as err:  # YAML, key and type errors all mean an unusable kubeconfig
         setting = "--kubeconfig" if config.kubeconfig else "in-cluster config"
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(setting, f"cannot load: {first_line}") from None

@@ -1,17 +1,63 @@
-"""Static peers from flags or a file: published once."""
+"""Static peers from flags and a peers file. The file is re-read when it changes, so peers can be
+added and removed without a restart (a ConfigMap mounted as a file works the same way)."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
-from monlat.config import StaticPeer
+from monlat.config import ConfigError, StaticPeer, parse_peers
 from monlat.discovery import Peer, PeerCallback
+from monlat.logs import EventLog
+
+_POLL_S = 1.0
 
 
 class StaticPeers:
-    def __init__(self, peers: tuple[StaticPeer, ...]) -> None:
-        self._peers = {peer.name: Peer(peer.name, peer.address) for peer in peers}
+    def __init__(
+        self,
+        peers: tuple[StaticPeer, ...],
+        self_name: str,
+        *,
+        peers_file: Path | None = None,
+        events: EventLog | None = None,
+    ) -> None:
+        self._fixed = peers
+        self._self_name = self_name
+        self._file = peers_file
+        self._events = events
+
+    def _peer_map(self, from_file: tuple[StaticPeer, ...]) -> dict[str, Peer]:
+        # The agent never probes itself; listing itself is normal in a shared peers file.
+        return {
+            p.name: Peer(p.name, p.address)
+            for p in (*self._fixed, *from_file)
+            if p.name != self._self_name
+        }
 
     async def run(self, publish: PeerCallback) -> None:
-        publish(dict(self._peers))
-        await asyncio.Event().wait()  # nothing more to discover; wait to be cancelled
+        if self._file is None:
+            publish(self._peer_map(()))
+            await asyncio.Event().wait()  # nothing more to discover; wait to be cancelled
+            return
+        seen: tuple[int, int] | None = (-1, -1)
+        while True:
+            signature = self._signature()
+            if signature != seen:
+                seen = signature
+                try:
+                    text = await asyncio.to_thread(self._file.read_text, encoding="utf-8")
+                    publish(self._peer_map(parse_peers(str(self._file), text)))
+                except (OSError, ConfigError) as err:
+                    # A half-written or broken file must not empty the peer set: keep the last.
+                    if self._events:
+                        self._events.warning("peers_file_invalid", file=self._file, error=str(err))
+            await asyncio.sleep(_POLL_S)
+
+    def _signature(self) -> tuple[int, int] | None:
+        assert self._file is not None
+        try:
+            stat = self._file.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
