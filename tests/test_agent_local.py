@@ -1,0 +1,67 @@
+"""The agent as a process on this machine's loopback: exposition, peers file churn, SIGTERM."""
+
+import re
+import signal
+import socket
+from pathlib import Path
+
+from tests.agent_process import AgentProcess, series
+
+EXACT = re.compile(
+    r'^latency_between_nodes\{from="(?P<f>[^"]+)",to="(?P<t>[^"]+)"\} (?P<v>\d+\.\d+)$'
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_exposition_exact_lines_and_removed_peer_vanishes(tmp_path: Path) -> None:
+    peers = tmp_path / "peers"
+    peers.write_text("# loopback peers\nlo4=127.0.0.1\nlo6=::1\nself=127.0.0.2\n")
+    port = free_port()
+    agent = AgentProcess(
+        ["--node-name", "self", "--peers-file", str(peers), "--interval", "200ms",
+         "--prometheus", f"127.0.0.1:{port}"],
+        port=port,
+    )  # fmt: skip
+    try:
+        agent.wait_ready()
+        agent.wait_for(lambda s: set(series(s, "latency_between_nodes")) == {"lo4", "lo6"}, 10)
+        status, body = agent.get("/metrics")
+        lines = [line for line in body.splitlines() if line.startswith("latency_between_nodes")]
+        matches = [EXACT.match(line) for line in lines]
+        assert all(matches), lines
+        assert sorted((m["f"], m["t"]) for m in matches if m) == [("self", "lo4"), ("self", "lo6")]
+        assert all(0 < float(m["v"]) < 50 for m in matches if m)
+        assert "target_info" not in body and "otel_scope" not in body
+        assert "python_gc" not in body and "process_" not in body
+
+        peers.write_text("lo4=127.0.0.1\n")
+        agent.wait_for(lambda s: set(series(s, "latency_between_nodes")) == {"lo4"}, 10)
+        samples = agent.metrics()
+        assert "lo6" not in series(samples, "monlat_loss_ratio")
+        assert any(line for line in agent.events("peer_removed") if "peer=lo6" in line)
+    finally:
+        code = agent.stop(signal.SIGTERM)
+    assert code == 0, agent.stderr
+    assert agent.events("flushed") and agent.events("stopped")
+    logged = [line for line in agent.stdout if line]
+    assert logged and all(EXACT.match(line) for line in logged), logged[:5]
+
+
+def test_sigint_also_exits_cleanly() -> None:
+    port = free_port()
+    agent = AgentProcess(["--peers", "127.0.0.1", "--prometheus", f"127.0.0.1:{port}",
+                          "--log-measurements", "false"], port=port)  # fmt: skip
+    try:
+        agent.wait_ready()
+        status, text = agent.get("/healthz")
+        assert status == 200
+        assert agent.get("/nope")[0] == 404
+    finally:
+        code = agent.stop(signal.SIGINT)
+    assert code == 0
+    assert agent.stdout == []
