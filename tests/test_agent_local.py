@@ -31,6 +31,7 @@ def test_exposition_exact_lines_and_removed_peer_vanishes(tmp_path: Path) -> Non
         agent.wait_ready()
         agent.wait_for(lambda s: set(series(s, "latency_between_nodes")) == {"lo4", "lo6"}, 10)
         status, body = agent.get("/metrics")
+        assert status == 200
         lines = [line for line in body.splitlines() if line.startswith("latency_between_nodes")]
         matches = [EXACT.match(line) for line in lines]
         assert all(matches), lines
@@ -59,6 +60,7 @@ def test_sigint_also_exits_cleanly() -> None:
     try:
         agent.wait_ready()
         status, text = agent.get("/healthz")
+        assert text == "ok\n"
         assert status == 200
         assert agent.get("/nope")[0] == 404
     finally:
