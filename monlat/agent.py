@@ -27,6 +27,7 @@ from monlat.probe.pending import Outcome, Result
 from monlat.probe.prober import Prober, Target, Transport
 from monlat.probe.sockets import IcmpSocket, ProbeSetupError, open_socket
 from monlat.results import ResultStore
+from monlat.settings import DEFAULT_PEERS
 from monlat.telemetry import Telemetry
 
 # The probe loop wakes at least every 0.25 s; silence much longer than that means it is stuck.
@@ -161,6 +162,8 @@ class Agent:
             listen=str(config.listen),
             interval=f"{config.probe.interval_s}s",
         )
+        if config.discovery is DiscoveryMode.STATIC and config.static_peers == DEFAULT_PEERS:
+            self._events.warning("no_peers_configured", probing="localhost=127.0.0.1")
         tasks = [
             asyncio.create_task(prober.run(), name="prober"),
             asyncio.create_task(source.run(publish), name="discovery"),

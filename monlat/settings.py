@@ -33,6 +33,9 @@ from monlat.config import (
 )
 
 DEFAULT_LISTEN = "0.0.0.0:9090"
+# With no peers configured the agent probes this machine's loopback, so that a first run shows
+# measurements at once; the start-up log says so.
+DEFAULT_PEERS = (StaticPeer("localhost", "127.0.0.1"),)
 ADDRESS_TYPES = ("InternalIP", "ExternalIP", "Hostname")
 
 
@@ -208,7 +211,7 @@ def _static_peers(settings: _Settings) -> tuple[tuple[StaticPeer, ...], Path | N
     peers = parse_peers(*found) if found else ()
     file_found = settings.get("--peers-file")
     if not file_found:
-        return peers, None
+        return peers or DEFAULT_PEERS, None
     setting, path = file_found
     try:
         content = Path(path).read_text(encoding="utf-8")

@@ -117,6 +117,11 @@ def test_defaults_outside_kubernetes() -> None:
     assert config.probe.interval_s == 1.0 and config.probe.socket_mode is SocketMode.AUTO
 
 
+def test_no_peers_means_loopback() -> None:
+    config = parse_agent_config([], ENV)
+    assert [(p.name, p.address) for p in config.static_peers] == [("localhost", "127.0.0.1")]
+
+
 def test_exporter_selection_follows_otel_variables() -> None:
     env = {
         **ENV,

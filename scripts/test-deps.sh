@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond Python packages, on Debian, as root:
+# the Prometheus server and promtool, iproute2 and util-linux (lab namespaces, setpriv),
+# iputils-ping, fping and tcpdump; then builds the slim collector (cached by manifest hash).
+# Idempotent and quick when everything is already there.
+set -euo pipefail
+
+packages=(prometheus iproute2 util-linux iputils-ping fping tcpdump procps)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "test-deps: missing Debian packages (${missing[*]}); run as root to install" >&2
+        exit 1
+    fi
+    echo "test-deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian package starts a Prometheus service where systemd runs; tests start their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl stop prometheus || true
+fi
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$here/deploy/otel-collector/build.sh" >/dev/null
