@@ -126,7 +126,8 @@ class Agent:
             clock=time.monotonic,
         )
         telemetry = Telemetry(
-            export.provider.get_meter("monlat", __version__),
+            # No meter version: the collector would see an upgraded agent as a colliding source.
+            export.provider.get_meter("monlat"),
             store,
             config.node_name,
             socket_kind=transports[socket.AF_INET].kind,

@@ -1,0 +1,134 @@
+"""The real collector for tests: monlat's slim distribution, built by deploy/otel-collector/build.sh
+(cached by manifest hash) and run with the real config.yaml."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.agent_process import parse_exposition
+from tests.lab.fixtures import skip_or_fail
+
+REPO = Path(__file__).resolve().parents[1]
+COLLECTOR_DIR = REPO / "deploy" / "otel-collector"
+
+
+def collector_binary() -> str:
+    """Path of the built collector (building it on first use), or skip-or-fail."""
+    if not (shutil.which("go") or Path("/usr/local/go/bin/go").exists()):
+        skip_or_fail("Go is needed to build the collector")
+    result = subprocess.run(
+        ["bash", str(COLLECTOR_DIR / "build.sh")],
+        capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        skip_or_fail(f"collector build failed: {result.stderr[-2000:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class Collector:
+    binary: str
+    host: str
+    grpc_port: int
+    http_port: int
+    metrics_port: int
+    health_port: int
+    expiration: str = "60s"
+    extra_env: dict[str, str] | None = None
+    prefix: tuple[str, ...] = ()
+    proc: subprocess.Popen[str] | None = None
+    log_path: Path | None = None
+
+    def start(self, log_path: Path) -> None:
+        env = {
+            **os.environ,
+            "MONLAT_OTLP_GRPC_ENDPOINT": f"{self.host}:{self.grpc_port}",
+            "MONLAT_OTLP_HTTP_ENDPOINT": f"{self.host}:{self.http_port}",
+            "MONLAT_PROMETHEUS_ENDPOINT": f"{self.host}:{self.metrics_port}",
+            "MONLAT_OTELCOL_HEALTH_ENDPOINT": f"{self.host}:{self.health_port}",
+            "MONLAT_METRIC_EXPIRATION": self.expiration,
+            **(self.extra_env or {}),
+        }
+        self.log_path = log_path
+        with log_path.open("a") as log:
+            self.proc = subprocess.Popen(
+                [*self.prefix, self.binary, "--config", str(COLLECTOR_DIR / "config.yaml"),
+                 "--set", "service.telemetry.metrics.level=none"],
+                stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
+            )  # fmt: skip
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"collector exited: {self.log()}")
+            try:
+                with urllib.request.urlopen(self.url(self.health_port, "/"), timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"collector not healthy: {self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def url(self, port: int, path: str) -> str:
+        return f"http://{self.host}:{port}{path}"
+
+    def log(self) -> str:
+        return self.log_path.read_text()[-3000:] if self.log_path else ""
+
+    def scrape_text(self) -> str:
+        with urllib.request.urlopen(self.url(self.metrics_port, "/metrics"), timeout=5) as reply:
+            return str(reply.read().decode())
+
+    def scrape(self) -> list[tuple[str, dict[str, str], float]]:
+        return parse_exposition(self.scrape_text())
+
+
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture(scope="session")
+def collector_bin() -> str:
+    return collector_binary()
+
+
+@pytest.fixture
+def collector(collector_bin: str, tmp_path: Path) -> Iterator[Collector]:
+    ports = free_ports(4)
+    instance = Collector(collector_bin, "127.0.0.1", *ports)
+    instance.start(tmp_path / "collector.log")
+    try:
+        yield instance
+    finally:
+        instance.stop()
