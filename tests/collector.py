@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.agent_process import parse_exposition
+from tests.agent_process import SocketFactory, http_get, parse_exposition
 from tests.lab.fixtures import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,9 @@ class Collector:
     health_port: int
     expiration: str = "60s"
     extra_env: dict[str, str] | None = None
+    # To run inside a lab node: its `ip netns exec` prefix and a socket factory for that node.
     prefix: tuple[str, ...] = ()
+    connect: SocketFactory = field(default=socket.socket)
     proc: subprocess.Popen[str] | None = None
     log_path: Path | None = None
 
@@ -74,9 +76,8 @@ class Collector:
             if self.proc.poll() is not None:
                 raise AssertionError(f"collector exited: {self.log()}")
             try:
-                with urllib.request.urlopen(self.url(self.health_port, "/"), timeout=2) as reply:
-                    if reply.status == 200:
-                        return
+                if self.get(self.health_port, "/")[0] == 200:
+                    return
             except OSError:
                 pass
             time.sleep(0.2)
@@ -91,23 +92,23 @@ class Collector:
                 self.proc.kill()
                 self.proc.wait()
 
-    def url(self, port: int, path: str) -> str:
-        return f"http://{self.host}:{port}{path}"
+    def get(self, port: int, path: str) -> tuple[int, str]:
+        host = "127.0.0.1" if self.host == "0.0.0.0" else self.host
+        return http_get(self.connect, host, port, path)
 
     def log(self) -> str:
         return self.log_path.read_text()[-3000:] if self.log_path else ""
 
     def scrape_text(self) -> str:
-        with urllib.request.urlopen(self.url(self.metrics_port, "/metrics"), timeout=5) as reply:
-            return str(reply.read().decode())
+        status, body = self.get(self.metrics_port, "/metrics")
+        assert status == 200, body
+        return body
 
     def scrape(self) -> list[tuple[str, dict[str, str], float]]:
         return parse_exposition(self.scrape_text())
 
 
 def free_ports(count: int) -> list[int]:
-    import socket
-
     sockets = [socket.socket() for _ in range(count)]
     try:
         for sock in sockets:

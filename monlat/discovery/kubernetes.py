@@ -8,8 +8,11 @@ place (the agent keeps probing them); a 410 Gone triggers a fresh list.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes.client
@@ -65,8 +68,12 @@ class KubernetesNodes:
         loop = asyncio.get_running_loop()
 
         def hand_over() -> None:
+            if self._stop.is_set():
+                return
             peers = self._cache.peers()
-            loop.call_soon_threadsafe(publish, peers)
+            # The loop may close between the check and the call when the agent shuts down.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(publish, peers)
 
         thread = threading.Thread(
             target=self._loop, args=(hand_over,), name="monlat-node-watch", daemon=True
@@ -83,20 +90,29 @@ class KubernetesNodes:
         backoff = 1.0
         resource_version: str | None = None
         outage = False
+
+        def reached() -> None:
+            """The API server answered: an outage is over, the backoff starts again."""
+            nonlocal backoff, outage
+            backoff = 1.0
+            if outage:
+                self._events.info("api_recovered")
+                outage = False
+
         while not self._stop.is_set():
             try:
                 if resource_version is None:
                     resource_version = self._list()
+                    reached()
                     hand_over()
                     self.synced.set()
-                if outage:
-                    self._events.info("api_recovered")
-                    outage = False
-                resource_version = self._watch_from(resource_version, hand_over)
-                backoff = 1.0
+                resource_version = self._watch_from(resource_version, hand_over, reached)
                 continue
             except ApiException as err:
+                if self._stop.is_set():
+                    break
                 if err.status == 410:
+                    reached()
                     self._events.info("watch_expired", action="relist")
                     resource_version = None
                     continue
@@ -104,6 +120,8 @@ class KubernetesNodes:
                     "api_error", status=err.status, reason=err.reason, keep_peers=True
                 )
             except (HTTPError, OSError, ValueError) as err:
+                if self._stop.is_set():
+                    break  # run() was cancelled: Watch.stop() cut the stream on purpose
                 if not outage:
                     self._events.warning(
                         "api_unreachable", error=type(err).__name__, keep_peers=True
@@ -139,8 +157,20 @@ class KubernetesNodes:
         )
         return str(metadata.get("resourceVersion", ""))
 
-    def _watch_from(self, resource_version: str, hand_over: Any) -> str:
+    def _watch_from(
+        self, resource_version: str, hand_over: Any, reached: Callable[[], None]
+    ) -> str:
         self._watch = kubernetes.watch.Watch()
+        list_node = self._api.list_node
+
+        # Watch.stream() reads list_node's signature and docstring (kept by wraps) for the
+        # event type; the wrapper only notes that the server accepted the watch (2xx).
+        @functools.wraps(list_node)
+        def connect(*args: Any, **kwargs: Any) -> Any:
+            response = list_node(*args, **kwargs)
+            reached()
+            return response
+
         kwargs: dict[str, Any] = {
             "resource_version": resource_version,
             "allow_watch_bookmarks": True,
@@ -149,7 +179,7 @@ class KubernetesNodes:
         }
         if self._config.label_selector:
             kwargs["label_selector"] = self._config.label_selector
-        for event in self._watch.stream(self._api.list_node, **kwargs):
+        for event in self._watch.stream(connect, **kwargs):
             if self._stop.is_set():
                 break
             # The client's 410 handling needs deserialised events; the raw JSON is kept beside.
