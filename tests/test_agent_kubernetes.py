@@ -1,0 +1,83 @@
+"""The agent process with Kubernetes discovery against the list/watch stand-in server:
+readiness waits for the first list, watch events reach the probes within seconds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.agent_process import AgentProcess, series
+from tests.collector import free_ports
+from tests.fake_apiserver import FakeApiServer
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[tuple[FakeApiServer, Path]]:
+    server = FakeApiServer()
+    server.start()
+    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    try:
+        yield server, kubeconfig
+    finally:
+        server.stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass  # not listening yet
+        time.sleep(0.1)
+    raise AssertionError("condition not met")
+
+
+def test_ready_after_first_list_and_follows_node_churn(
+    api: tuple[FakeApiServer, Path],
+) -> None:
+    server, kubeconfig = api
+    server.add_node("me", "127.0.0.9")
+    server.add_node("a", "127.0.0.2")
+    server.stop()  # the API server is down when the agent starts
+    port = free_ports(1)[0]
+    agent = AgentProcess(
+        ["--discovery", "kubernetes", "--node-name", "me", "--kubeconfig", str(kubeconfig),
+         "--interval", "200ms", "--prometheus", f"127.0.0.1:{port}"],
+        port=port,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: agent.get("/healthz")[0] == 200, 15)
+        assert agent.get("/readyz")[0] == 503  # no peer set yet
+        server.start()
+        agent.wait_ready()
+        agent.wait_for(lambda s: set(series(s, "latency_between_nodes")) == {"a"}, 10)
+
+        server.add_node("b", "::1")
+        added = time.monotonic()
+        agent.wait_for(lambda s: "b" in series(s, "latency_between_nodes"), 5)
+        assert time.monotonic() - added < 2.5
+
+        server.delete_node("a")
+        agent.wait_for(lambda s: set(series(s, "latency_between_nodes")) == {"b"}, 5)
+        assert "a" not in series(agent.metrics(), "monlat_probes_total")
+
+        server.stop()  # an outage: the last peers are kept and probed
+        time.sleep(2)
+        before = sum(v for n, _, v in agent.metrics() if n == "monlat_probes_total")
+        time.sleep(1)
+        assert sum(v for n, _, v in agent.metrics() if n == "monlat_probes_total") > before
+        assert set(series(agent.metrics(), "latency_between_nodes")) == {"b"}
+        assert agent.get("/readyz")[0] == 200
+        server.start()
+        server.add_node("c", "127.0.0.3")
+        agent.wait_for(lambda s: set(series(s, "latency_between_nodes")) == {"b", "c"}, 15)
+    finally:
+        assert agent.stop() == 0
+    assert len(agent.events("api_unreachable")) >= 1
+    assert agent.events("api_recovered")
+    assert [line for line in agent.events("peer_removed") if "peer=a" in line]
