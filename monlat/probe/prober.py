@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from monlat.config import ProbeConfig
@@ -24,7 +24,7 @@ from monlat.probe.sockets import Datagram
 
 # Sends due within this much of now go out in the same wake-up: the event loop's timers are only
 # millisecond-precise anyway, and batching keeps wake-ups bounded at high probe rates.
-_SEND_AHEAD_S = 0.001
+_SEND_AHEAD_S = 0.002
 _MAX_SLEEP_S = 0.25
 
 
@@ -65,10 +65,11 @@ class ProbeListener(Protocol):
 class Target:
     name: str
     address: str
+    family: int = field(init=False, compare=False)
 
-    @property
-    def family(self) -> int:
-        return socket.AF_INET6 if ":" in self.address else socket.AF_INET
+    def __post_init__(self) -> None:
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        object.__setattr__(self, "family", int(family))
 
 
 class _Channel:
