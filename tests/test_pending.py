@@ -109,3 +109,11 @@ def test_memory_of_finished_probes_is_bounded() -> None:
         table.match(replace(reply(sequence=token, token=token)), 1)
     assert table.match(reply(sequence=0, token=0), 1) is Ignored.UNEXPECTED
     assert table.match(reply(sequence=99, token=99), 1) is Ignored.DUPLICATE
+
+
+def test_kernel_transmit_time_replaces_the_user_space_one(pending: PendingProbes) -> None:
+    assert pending.set_sent_ns(100, 1_000_040_000)
+    outcome = pending.match(reply(), received_ns=1_000_050_000)
+    assert isinstance(outcome, Outcome)
+    assert outcome.rtt_s == pytest.approx(10e-6)
+    assert not pending.set_sent_ns(100, 1)  # answered: nothing left to re-time

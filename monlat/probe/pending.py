@@ -69,6 +69,14 @@ class PendingProbes:
         self._by_address[(address, sequence)] = token
         self._deadlines.append(probe)
 
+    def set_sent_ns(self, token: int, sent_ns: int) -> bool:
+        """Replace a waiting probe's send time (with the kernel's); false if it is gone."""
+        probe = self._waiting.get(token)
+        if probe is None:
+            return False
+        probe.sent_ns = sent_ns
+        return True
+
     def match(self, packet: Packet, received_ns: int) -> Outcome | Ignored:
         if self._ident is not None and packet.ident != self._ident:
             return Ignored.FOREIGN

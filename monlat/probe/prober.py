@@ -12,6 +12,7 @@ import itertools
 import os
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,6 +27,7 @@ from monlat.probe.sockets import Datagram
 # millisecond-precise anyway, and batching keeps wake-ups bounded at high probe rates.
 _SEND_AHEAD_S = 0.002
 _MAX_SLEEP_S = 0.25
+_MAX_UNSTAMPED_SENDS = 65536
 
 
 class Clock(Protocol):
@@ -45,14 +47,16 @@ class SystemClock:
 class Transport(Protocol):
     family: int
     ident: int | None
+    tx_timestamps: bool  # the kernel reports transmit times through transmit_times()
 
     @property
     def kind(self) -> str: ...
     @property
     def parses_ip_header(self) -> bool: ...
     def fileno(self) -> int: ...
-    def send(self, packet: bytes, address: str) -> None: ...
+    def send(self, packet: bytes, address: str) -> int | None: ...
     def receive_all(self) -> Iterator[Datagram]: ...
+    def transmit_times(self) -> Iterator[tuple[int, int]]: ...
 
 
 class ProbeListener(Protocol):
@@ -80,6 +84,27 @@ class _Channel:
         self.builder = builder
         self.pending = PendingProbes(cookie, transport.ident)
         self.sequences = itertools.cycle(range(1, 0x10000))
+        # Transmit-time key -> (token, wall ns before sendto, wall ns after it returned).
+        self.sends: OrderedDict[int, tuple[int, int, int]] = OrderedDict()
+
+    def remember_send(self, key: int, token: int, before: int, after: int) -> None:
+        self.sends[key] = (token, before, after)
+        if len(self.sends) > _MAX_UNSTAMPED_SENDS:
+            self.sends.popitem(last=False)  # never reported (dropped before the wire)
+
+    def apply_transmit_time(self, key: int, stamp: int) -> bool:
+        """Use the kernel's transmit time for the probe sent under `key`.
+
+        The time must fall inside that send's own system call; if not, the key count has
+        drifted (a send failed after the kernel numbered it) and the user-space time stays.
+        """
+        sent = self.sends.pop(key, None)
+        if sent is None:
+            return False
+        token, before, after = sent
+        if not before <= stamp <= after:
+            return False
+        return self.pending.set_sent_ns(token, stamp)
 
 
 class Prober:
@@ -106,6 +131,9 @@ class Prober:
         self._sleeper: asyncio.Future[None] | None = None
         self.last_wake = self._clock.monotonic()
         self.sent = 0
+        # Probes timed by the kernel's transmit timestamp, and by the user-space fallback.
+        self.kernel_send_times = 0
+        self.user_send_times = 0
 
     @property
     def families(self) -> frozenset[int]:
@@ -182,12 +210,14 @@ class Prober:
             packet = channel.builder.build(ident, sequence, token)
             sent_ns = self._clock.wall_ns()
             try:
-                channel.transport.send(packet, target.address)
+                key = channel.transport.send(packet, target.address)
             except OSError as err:
                 self._listener.on_outcome(
                     Outcome(name, target.address, sequence, Result.SEND_ERROR, detail=err.strerror)
                 )
                 continue
+            if key is not None:
+                channel.remember_send(key, token, sent_ns, self._clock.wall_ns())
             sent_at = self._clock.monotonic()
             channel.pending.add(name, target.address, sequence, token, sent_ns, sent_at + timeout)
             self.sent += 1
@@ -199,9 +229,17 @@ class Prober:
                 self._listener.on_outcome(outcome)
 
     def _drain(self, channel: _Channel) -> None:
-        family = channel.transport.family
-        ip_header = channel.transport.parses_ip_header
-        for datagram in channel.transport.receive_all():
+        transport = channel.transport
+        if transport.tx_timestamps:
+            # Transmit times first: a reply read in the same pass must find its probe re-timed.
+            for key, stamp in transport.transmit_times():
+                if channel.apply_transmit_time(key, stamp):
+                    self.kernel_send_times += 1
+                else:
+                    self.user_send_times += 1
+        family = transport.family
+        ip_header = transport.parses_ip_header
+        for datagram in transport.receive_all():
             packet = parse(datagram.data, family, datagram.source, ip_header=ip_header)
             if isinstance(packet, Ignored):
                 self._listener.on_ignored(packet)

@@ -20,16 +20,28 @@ import icmplib
 
 from monlat.config import SocketMode
 
-# <asm-generic/socket.h>; Python's socket module does not export it.
+# <asm-generic/socket.h> and <linux/net_tstamp.h>; Python's socket module exports neither.
 SO_TIMESTAMPNS = 35
 SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+SO_TIMESTAMPING = 37
+SCM_TIMESTAMPING = SO_TIMESTAMPING
+_TX_SOFTWARE = 1 << 1
+_RX_SOFTWARE = 1 << 3
+_SOFTWARE = 1 << 4
+_OPT_ID = 1 << 7
+_OPT_TSONLY = 1 << 11
+_TIMESTAMPING_FLAGS = _TX_SOFTWARE | _RX_SOFTWARE | _SOFTWARE | _OPT_ID | _OPT_TSONLY
+_MSG_ERRQUEUE = 0x2000
+_ENOMSG = 42  # sock_extended_err.ee_errno of a timestamp report
 _TIMESPEC = struct.Struct("@qq")
+_EXTENDED_ERR = struct.Struct("@IBBBBII")
 _SOL_RAW = 255
 _ICMP_FILTER = 1
 _ICMP6_FILTER = 1
 _RECEIVE_BUFFER = 4 * 1024 * 1024
 _SEND_BUFFER = 1024 * 1024
-_ANCILLARY_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
+_ANCILLARY_SIZE = socket.CMSG_SPACE(3 * _TIMESPEC.size)
+_ERRQUEUE_ANCILLARY_SIZE = _ANCILLARY_SIZE + socket.CMSG_SPACE(_EXTENDED_ERR.size + 64)
 _MAX_PACKET = 65535
 
 
@@ -56,7 +68,8 @@ class IcmpSocket:
         self._owner = factory(privileged=raw)
         self.sock: socket.socket = self._owner.sock
         self.sock.setblocking(False)
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.tx_timestamps = _enable_timestamps(self.sock)
+        self._tx_key = 0
         _set_buffer(self.sock, socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", 33))
         _set_buffer(self.sock, socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", 32))
         if raw:
@@ -78,8 +91,35 @@ class IcmpSocket:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def send(self, packet: bytes, address: str) -> None:
+    def send(self, packet: bytes, address: str) -> int | None:
+        """Send; returns the key under which the kernel reports the transmit time, if it does."""
         self.sock.sendto(packet, (address, 0))
+        if not self.tx_timestamps:
+            return None
+        # SOF_TIMESTAMPING_OPT_ID numbers the packets of a datagram socket 0, 1, 2, ...; a send
+        # that failed in the kernel after numbering would shift the count, so the prober checks
+        # each reported time against the window of the send it is attributed to.
+        key = self._tx_key
+        self._tx_key = (key + 1) & 0xFFFFFFFF
+        return key
+
+    def transmit_times(self) -> Iterator[tuple[int, int]]:
+        """(key, CLOCK_REALTIME ns) for each packet the kernel has reported as sent."""
+        while True:
+            try:
+                _, ancillary, _, _ = self.sock.recvmsg(0, _ERRQUEUE_ANCILLARY_SIZE, _MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                return
+            stamp, key = 0, None
+            for level, kind, data in ancillary:
+                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPING:
+                    stamp = _first_timespec(data)
+                elif len(data) >= _EXTENDED_ERR.size:
+                    error, _, _, _, _, _, info = _EXTENDED_ERR.unpack_from(data)
+                    if error == _ENOMSG:
+                        key = info
+            if key is not None and stamp:
+                yield key, stamp
 
     def receive_all(self) -> Iterator[Datagram]:
         """Drain everything queued, without blocking."""
@@ -100,11 +140,32 @@ class IcmpSocket:
         self._owner.close()
 
 
+def _enable_timestamps(sock: socket.socket) -> bool:
+    """Kernel timestamps on receive, and on transmit where the kernel offers them.
+
+    True when transmit times will be reported (SO_TIMESTAMPING); otherwise receive times
+    alone (SO_TIMESTAMPNS) and the send time is read in user space.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, _TIMESTAMPING_FLAGS)
+        return True
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        return False
+
+
+def _first_timespec(data: bytes) -> int:
+    if len(data) < _TIMESPEC.size:
+        return 0
+    seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+    return int(seconds) * 1_000_000_000 + int(nanoseconds)
+
+
 def _kernel_time(ancillary: list[tuple[int, int, bytes]]) -> int:
+    # SCM_TIMESTAMPING carries three timespecs, the software one first; SCM_TIMESTAMPNS one.
     for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
-            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
-            return int(seconds) * 1_000_000_000 + int(nanoseconds)
+        if level == socket.SOL_SOCKET and kind in (SCM_TIMESTAMPING, SCM_TIMESTAMPNS):
+            return _first_timespec(data)
     return 0
 
 
