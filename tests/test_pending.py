@@ -1,4 +1,3 @@
-from dataclasses import replace
 
 import pytest
 
@@ -106,7 +105,7 @@ def test_memory_of_finished_probes_is_bounded() -> None:
     table = PendingProbes(COOKIE, IDENT, memory=10)
     for token in range(100):
         table.add("p", "10.0.0.2", token, token, sent_ns=0, deadline=0.0)
-        table.match(replace(reply(sequence=token, token=token)), 1)
+        table.match(reply(sequence=token, token=token), 1)
     assert table.match(reply(sequence=0, token=0), 1) is Ignored.UNEXPECTED
     assert table.match(reply(sequence=99, token=99), 1) is Ignored.DUPLICATE
 

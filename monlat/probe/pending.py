@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from monlat.probe.icmp import Ignored, Packet
 
@@ -22,8 +23,9 @@ class Result(enum.Enum):
     SEND_ERROR = "send_error"  # the kernel refused to send; says nothing about the network
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """How one probe ended; a NamedTuple because one is made per probe."""
+
     peer: str
     address: str
     sequence: int

@@ -155,7 +155,7 @@ def _enable_timestamps(sock: socket.socket) -> bool:
 
 
 def _first_timespec(data: bytes) -> int:
-    if len(data) < _TIMESPEC.size:
+    if len(data) < 16:
         return 0
     seconds, nanoseconds = _TIMESPEC.unpack_from(data)
     return int(seconds) * 1_000_000_000 + int(nanoseconds)
@@ -163,10 +163,8 @@ def _first_timespec(data: bytes) -> int:
 
 def _kernel_time(ancillary: list[tuple[int, int, bytes]]) -> int:
     # SCM_TIMESTAMPING carries three timespecs, the software one first; SCM_TIMESTAMPNS one.
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind in (SCM_TIMESTAMPING, SCM_TIMESTAMPNS):
-            return _first_timespec(data)
-    return 0
+    # The receive path asks for nothing else, so the first message is the timestamp.
+    return _first_timespec(ancillary[0][2]) if ancillary else 0
 
 
 def _set_buffer(sock: socket.socket, option: int, force_option: int) -> None:
