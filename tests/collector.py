@@ -47,6 +47,7 @@ class Collector:
     # To run inside a lab node: its `ip netns exec` prefix and a socket factory for that node.
     prefix: tuple[str, ...] = ()
     connect: SocketFactory = field(default=socket.socket)
+    overlays: tuple[str, ...] = ()  # further --config files, e.g. config.backend.yaml
     proc: subprocess.Popen[str] | None = None
     log_path: Path | None = None
 
@@ -64,6 +65,7 @@ class Collector:
         with log_path.open("a") as log:
             self.proc = subprocess.Popen(
                 [*self.prefix, self.binary, "--config", str(COLLECTOR_DIR / "config.yaml"),
+                 *(f"--config={COLLECTOR_DIR / name}" for name in self.overlays),
                  "--set", "service.telemetry.metrics.level=none"],
                 stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
             )  # fmt: skip

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 import signal
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -90,3 +94,51 @@ def test_unreachable_collector_does_not_hold_up_shutdown() -> None:
     assert agent.stop(signal.SIGTERM) == 0
     assert time.monotonic() - started < 5
     assert agent.events("flushed") or agent.events("flush_timeout")
+
+
+class _Sink(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[str, str, int]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.received.append((self.path, self.headers.get("Authorization", ""), len(body)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_backend_overlay_forwards_to_an_otlp_backend(collector_bin: str, tmp_path: Path) -> None:
+    """config.backend.yaml adds a second pipeline, configured from the Secret's variables."""
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    ports = free_ports(4)
+    backend = Collector(
+        collector_bin, "127.0.0.1", *ports,
+        overlays=("config.backend.yaml",),
+        extra_env={
+            "OTLP_BACKEND_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}/otlp",
+            "OTLP_BACKEND_AUTH_HEADER": "Basic aWQ6dG9rZW4=",
+        },
+    )  # fmt: skip
+    backend.start(tmp_path / "collector.log")
+    agent = agent_to(backend, "grpc", "--export-interval", "500ms")
+    try:
+        agent.wait_ready()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not _Sink.received:
+            time.sleep(0.2)
+        # The Prometheus pipeline keeps working beside it.
+        assert set(series(backend.scrape(), "latency_between_nodes")) <= {"nodeB", "nodeC"}
+    finally:
+        agent.stop()
+        backend.stop()
+        sink.shutdown()
+    assert _Sink.received, backend.log()
+    path, authorization, size = _Sink.received[0]
+    assert path == "/otlp/v1/metrics"
+    assert authorization == "Basic aWQ6dG9rZW4="
+    assert size > 0

@@ -3,10 +3,11 @@
 - monlat.yaml from monlat.template.yaml and deploy/otel-collector/config.yaml (the collector's
   ConfigMap is generated from the one config the tests run, never a hand copy);
 - agents-net-raw.yaml from agents.yaml and the patch in components/net-raw (one source for both
-  the kustomize component and the plain file).
+  the kustomize component and the plain file);
+- components/otlp-backend/backend-configmap.yaml from deploy/otel-collector/config.backend.yaml.
 
-    python3 deploy/k8s/render.py           # rewrite both
-    python3 deploy/k8s/render.py --check   # exit 1 if either is out of date
+    python3 deploy/k8s/render.py           # rewrite them
+    python3 deploy/k8s/render.py --check   # exit 1 if any is out of date
 """
 
 from __future__ import annotations
@@ -69,7 +70,24 @@ def render_agents_net_raw() -> str:
     return header + yaml.safe_dump(patched, sort_keys=False, width=100)
 
 
-OUTPUTS = {"monlat.yaml": render_monlat, "agents-net-raw.yaml": render_agents_net_raw}
+def render_backend_configmap() -> str:
+    config = (HERE.parent / "otel-collector" / "config.backend.yaml").read_text(encoding="utf-8")
+    indented = "\n".join(("    " + line).rstrip() for line in config.rstrip("\n").splitlines())
+    return (
+        GENERATED_NOTE
+        + "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: monlat-otelcol-backend\n"
+        + "  namespace: monlat\n  labels:\n    app.kubernetes.io/name: monlat\n"
+        + "    app.kubernetes.io/part-of: monlat\ndata:\n  config.backend.yaml: |\n"
+        + indented
+        + "\n"
+    )
+
+
+OUTPUTS = {
+    "monlat.yaml": render_monlat,
+    "agents-net-raw.yaml": render_agents_net_raw,
+    "components/otlp-backend/backend-configmap.yaml": render_backend_configmap,
+}
 
 
 def main(argv: list[str]) -> int:
