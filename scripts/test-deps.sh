@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Python packages, on Debian, as root:
 # the Prometheus server and promtool, iproute2 and util-linux (lab namespaces, setpriv),
-# iputils-ping, fping and tcpdump; then builds the slim collector (cached by manifest hash).
+# iputils-ping, fping and tcpdump, podman, runc and debootstrap (the image tests); then builds
+# the slim collector (cached by manifest hash) and the local base image (cached as a tarball).
 # Idempotent and quick when everything is already there.
 set -euo pipefail
 
-packages=(prometheus iproute2 util-linux iputils-ping fping tcpdump procps)
+packages=(prometheus iproute2 util-linux iputils-ping fping tcpdump procps podman runc debootstrap)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
@@ -28,3 +29,4 @@ fi
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$here/deploy/otel-collector/build.sh" >/dev/null
+"$here/deploy/image.sh" base >/dev/null
