@@ -1,4 +1,3 @@
-
 import pytest
 
 from monlat.probe.icmp import Ignored, Packet
