@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["tests.lab.fixtures", "tests.collector"]
+pytest_plugins = ["tests.lab.fixtures", "tests.collector", "tests.control_plane"]
 
 
 @pytest.hookimpl(hookwrapper=True)

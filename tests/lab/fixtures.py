@@ -44,10 +44,10 @@ def skip_or_fail(reason: str) -> None:
     """Skip (developer machine) or fail (CI / MONLAT_REQUIRE_LAB=1) with ``reason``."""
     if lab_required():
         pytest.fail(
-            f"network lab required (CI=true or MONLAT_REQUIRE_LAB=1) but unusable: {reason}",
+            f"required test dependency missing (CI=true or MONLAT_REQUIRE_LAB=1): {reason}",
             pytrace=False,
         )
-    pytest.skip(f"network lab unusable: {reason}")
+    pytest.skip(f"test dependency missing: {reason}")
 
 
 @functools.lru_cache(maxsize=1)
