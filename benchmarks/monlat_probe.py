@@ -100,6 +100,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "ignored": recorder.ignored,
         "cpu_s": (usage.ru_utime - usage_before.ru_utime)
         + (usage.ru_stime - usage_before.ru_stime),
+        "user_s": usage.ru_utime - usage_before.ru_utime,
+        "system_s": usage.ru_stime - usage_before.ru_stime,
         "kernel_send_times": prober.kernel_send_times - kernel_before,
         "send_lag_p50_s": lags[len(lags) // 2],
         "send_lag_p99_s": lags[min(len(lags) - 1, int(len(lags) * 0.99))],

@@ -12,7 +12,6 @@ import itertools
 import os
 import socket
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -84,13 +83,15 @@ class _Channel:
         self.builder = builder
         self.pending = PendingProbes(cookie, transport.ident)
         self.sequences = itertools.cycle(range(1, 0x10000))
+        self.ident = transport.ident or 0
         # Transmit-time key -> (token, wall ns before sendto, wall ns after it returned).
-        self.sends: OrderedDict[int, tuple[int, int, int]] = OrderedDict()
+        self.sends: dict[int, tuple[int, int, int]] = {}
 
     def remember_send(self, key: int, token: int, before: int, after: int) -> None:
         self.sends[key] = (token, before, after)
-        if len(self.sends) > _MAX_UNSTAMPED_SENDS:
-            self.sends.popitem(last=False)  # never reported (dropped before the wire)
+        # Keys count up by one per send: the one this far back was never reported (the packet
+        # died before the wire), so forget it.
+        self.sends.pop((key - _MAX_UNSTAMPED_SENDS) & 0xFFFFFFFF, None)
 
     def apply_transmit_time(self, key: int, stamp: int) -> bool:
         """Use the kernel's transmit time for the probe sent under `key`.
@@ -200,15 +201,22 @@ class Prober:
         return max(0.0, wake - now)
 
     def _send_due(self, now: float) -> None:
-        timeout = self._config.timeout_s
-        for name, due in self._schedule.pop_due(now + _SEND_AHEAD_S):
-            target = self._targets[name]
-            channel = self._channels[target.family]
+        due = self._schedule.pop_due(now + _SEND_AHEAD_S)
+        if not due:
+            return
+        wall_ns = self._clock.wall_ns
+        targets, channels, tokens = self._targets, self._channels, self._tokens
+        # One deadline and one lag figure per batch: the batch leaves within a millisecond,
+        # far below the timeout's precision, and lag is a property of the wake-up.
+        deadline = self._clock.monotonic() + self._config.timeout_s
+        sent = 0
+        for name, _ in due:
+            target = targets[name]
+            channel = channels[target.family]
             sequence = next(channel.sequences)
-            token = next(self._tokens) & 0xFFFFFFFF
-            ident = channel.transport.ident or 0
-            packet = channel.builder.build(ident, sequence, token)
-            sent_ns = self._clock.wall_ns()
+            token = next(tokens) & 0xFFFFFFFF
+            packet = channel.builder.build(channel.ident, sequence, token)
+            sent_ns = wall_ns()
             try:
                 key = channel.transport.send(packet, target.address)
             except OSError as err:
@@ -217,11 +225,11 @@ class Prober:
                 )
                 continue
             if key is not None:
-                channel.remember_send(key, token, sent_ns, self._clock.wall_ns())
-            sent_at = self._clock.monotonic()
-            channel.pending.add(name, target.address, sequence, token, sent_ns, sent_at + timeout)
-            self.sent += 1
-            self._listener.on_send_lag(max(0.0, sent_at - due))
+                channel.remember_send(key, token, sent_ns, wall_ns())
+            channel.pending.add(name, target.address, sequence, token, sent_ns, deadline)
+            sent += 1
+        self.sent += sent
+        self._listener.on_send_lag(max(0.0, self._clock.monotonic() - due[0][1]))
 
     def _expire(self, now: float) -> None:
         for channel in self._channels.values():

@@ -13,8 +13,8 @@ import random
 import socket
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import icmplib
 
@@ -49,8 +49,7 @@ class ProbeSetupError(Exception):
     """No usable ICMP socket; the message says what to grant."""
 
 
-@dataclass(frozen=True)
-class Datagram:
+class Datagram(NamedTuple):
     data: bytes
     source: str
     received_ns: int  # CLOCK_REALTIME from the kernel, when it stamped the packet
