@@ -28,7 +28,7 @@ from monlat.probe.prober import Prober, Target, Transport
 from monlat.probe.sockets import IcmpSocket, ProbeSetupError, open_socket
 from monlat.results import ResultStore
 from monlat.settings import DEFAULT_PEERS
-from monlat.telemetry import Telemetry
+from monlat.telemetry import RttHistograms, Snapshots, Telemetry
 
 # The probe loop wakes at least every 0.25 s; silence much longer than that means it is stuck.
 _LIVENESS_S = 10.0
@@ -51,7 +51,6 @@ class _Fanout:
 
     def on_outcome(self, outcome: Outcome) -> None:
         self._store.record(outcome)
-        self._telemetry.on_outcome(outcome)
         if self._log is not None and outcome.result is Result.REPLY and outcome.rtt_s is not None:
             self._log.write(outcome.peer, outcome.rtt_s)
 
@@ -117,7 +116,6 @@ class Agent:
         config = self._config
         source, sync_flag = make_source(config, self._events)
         transports = open_transports(config, self._events)
-        export = build_export(config, __version__)
         store = ResultStore(
             window_s=config.window_s,
             interval_s=config.probe.interval_s,
@@ -125,10 +123,12 @@ class Agent:
             probes_per_interval=config.probe.probes_per_interval,
             clock=time.monotonic,
         )
+        snapshots = Snapshots(store)
+        export = build_export(config, __version__, RttHistograms(snapshots, config.node_name))
         telemetry = Telemetry(
             # No meter version: the collector would see an upgraded agent as a colliding source.
             export.provider.get_meter("monlat"),
-            store,
+            snapshots,
             config.node_name,
             socket_kind=transports[socket.AF_INET].kind,
             version=__version__,

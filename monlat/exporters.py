@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
+    MetricExportResult,
     MetricReader,
+    MetricsData,
     PeriodicExportingMetricReader,
+    ResourceMetrics,
+    ScopeMetrics,
 )
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric as PrometheusMetric
+from prometheus_client.registry import Collector
 
 from monlat.config import Config, OtlpConfig
+from monlat.telemetry import RttHistograms
 
 # Every attribute set ever seen counts towards the limit (2,000 by default): a 5,000-node cluster
 # with churn needs far more on the per-pair instruments.
@@ -61,7 +71,59 @@ def _otlp_exporter(otlp: OtlpConfig) -> MetricExporter:
     return HttpExporter(endpoint=otlp.endpoint, headers=headers or None, timeout=otlp.timeout_s)
 
 
-def build_export(config: Config, version: str) -> Export:
+class _WithRttHistograms(MetricExporter):
+    """Adds monlat_rtt, aggregated in results, to each batch the OTLP exporter sends."""
+
+    def __init__(self, inner: MetricExporter, histograms: RttHistograms) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self._inner = inner
+        self._histograms = histograms
+        self._scope = InstrumentationScope("monlat")
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        metric = self._histograms.otel_metric()
+        if metric is not None and metrics_data.resource_metrics:
+            first, *rest = metrics_data.resource_metrics
+            # Into monlat's own scope: the OTLP encoder keys scopes by identity, so a second
+            # ScopeMetrics for the same scope would replace the first instead of joining it.
+            scopes = list(first.scope_metrics)
+            index = next((i for i, sm in enumerate(scopes) if sm.scope == self._scope), None)
+            if index is None:
+                scopes.append(ScopeMetrics(scope=self._scope, metrics=[metric], schema_url=""))
+            else:
+                own = scopes[index]
+                scopes[index] = ScopeMetrics(
+                    scope=own.scope, metrics=[*own.metrics, metric], schema_url=own.schema_url
+                )
+            first = ResourceMetrics(
+                resource=first.resource, scope_metrics=scopes, schema_url=first.schema_url
+            )
+            metrics_data = MetricsData(resource_metrics=[first, *rest])
+        return self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+class _RttCollector(Collector):
+    """The same histograms on the agent's own /metrics."""
+
+    def __init__(self, histograms: RttHistograms) -> None:
+        self._histograms = histograms
+
+    def collect(self) -> Iterator[PrometheusMetric]:
+        yield self._histograms.prometheus_family()
+
+
+def build_export(config: Config, version: str, histograms: RttHistograms) -> Export:
     readers: list[MetricReader] = []
     registry: CollectorRegistry | None = None
     if config.prometheus:
@@ -69,6 +131,7 @@ def build_export(config: Config, version: str) -> Export:
 
         # A private registry keeps python_gc_* and process_* out of the exposition.
         registry = CollectorRegistry(auto_describe=False)
+        registry.register(_RttCollector(histograms))
         readers.append(
             PrometheusMetricReader(
                 disable_target_info=True, scope_info_enabled=False, registry=registry
@@ -77,7 +140,7 @@ def build_export(config: Config, version: str) -> Export:
     if config.otlp is not None:
         readers.append(
             PeriodicExportingMetricReader(
-                _otlp_exporter(config.otlp),
+                _WithRttHistograms(_otlp_exporter(config.otlp), histograms),
                 export_interval_millis=config.export_interval_s * 1000,
                 export_timeout_millis=config.otlp.timeout_s * 1000,
             )

@@ -3,6 +3,9 @@
 Names are chosen so that the Prometheus name is the same on every export path:
 `latency_between_nodes` has no unit (a unit would append `_milliseconds`), the others use base
 units that the exporters turn into the usual `_seconds` / `_total` suffixes.
+
+The per-pair RTT histogram is aggregated in `results` and handed to the exporters whole
+(`RttHistograms`), instead of through a synchronous SDK Histogram on the probe path.
 """
 
 from __future__ import annotations
@@ -12,17 +15,21 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+)
+from prometheus_client.core import HistogramMetricFamily
 
 from monlat.probe.icmp import Ignored
-from monlat.probe.pending import Outcome, Result
 from monlat.results import PeerSummary, ResultStore
 
 LATENCY_METRIC = "latency_between_nodes"
 RTT_METRIC = "monlat_rtt"
+RTT_DESCRIPTION = "Round-trip time of each answered probe"
 SEND_LAG_METRIC = "monlat_send_lag"
-
-# 50 µs doubling up to ~26 s: LAN to WAN in 20 buckets.
-RTT_BUCKETS: tuple[float, ...] = tuple(50e-6 * 2**i for i in range(20))
 SEND_LAG_BUCKETS: tuple[float, ...] = (
     0.0001,
     0.0005,
@@ -38,26 +45,101 @@ SEND_LAG_BUCKETS: tuple[float, ...] = (
 )
 
 
+class Snapshots:
+    """One `ResultStore` snapshot serves every callback of a collection (and both exporters)."""
+
+    def __init__(
+        self,
+        store: ResultStore,
+        *,
+        max_age_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self._max_age = max_age_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._taken: tuple[float, list[PeerSummary]] | None = None
+
+    def get(self) -> list[PeerSummary]:
+        now = self._clock()
+        with self._lock:
+            if self._taken is None or now - self._taken[0] > self._max_age:
+                self._taken = (now, self.store.snapshot())
+            return self._taken[1]
+
+
+class RttHistograms:
+    """`monlat_rtt` per (from, to): finished histograms for the OTLP and Prometheus exporters.
+
+    A departed peer's histogram goes with it, like every other per-pair series.
+    """
+
+    def __init__(self, snapshots: Snapshots, node_name: str) -> None:
+        self._snapshots = snapshots
+        self._from = node_name
+
+    def otel_metric(self) -> Metric | None:
+        now = time.time_ns()
+        points = [
+            HistogramDataPoint(
+                attributes={"from": self._from, "to": s.peer},
+                start_time_unix_nano=s.histogram.start_ns,
+                time_unix_nano=now,
+                count=s.histogram.count,
+                sum=s.histogram.total,
+                bucket_counts=s.histogram.counts,
+                explicit_bounds=s.histogram.bounds,
+                min=s.histogram.minimum if s.histogram.minimum is not None else 0.0,
+                max=s.histogram.maximum if s.histogram.maximum is not None else 0.0,
+            )
+            for s in self._snapshots.get()
+        ]
+        if not points:
+            return None
+        return Metric(
+            name=RTT_METRIC,
+            description=RTT_DESCRIPTION,
+            unit="s",
+            data=Histogram(
+                data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE
+            ),
+        )
+
+    def prometheus_family(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(
+            f"{RTT_METRIC}_seconds", RTT_DESCRIPTION, labels=["from", "to"], unit="seconds"
+        )
+        for summary in self._snapshots.get():
+            histogram = summary.histogram
+            cumulative, buckets = 0, []
+            for bound, count in zip(
+                (*histogram.bounds, float("inf")), histogram.counts, strict=True
+            ):
+                cumulative += count
+                buckets.append((_le(bound), cumulative))
+            family.add_metric([self._from, summary.peer], buckets, histogram.total)
+        return family
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
 class Telemetry:
     """Registers monlat's instruments on a Meter and receives the prober's events."""
 
     def __init__(
         self,
         meter: Meter,
-        store: ResultStore,
+        snapshots: Snapshots,
         node_name: str,
         *,
         socket_kind: str,
         version: str,
-        max_snapshot_age_s: float = 0.5,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._store = store
+        self._snapshots = snapshots
         self._from = node_name
-        self._clock = clock
-        self._max_age = max_snapshot_age_s
-        self._snapshot_lock = threading.Lock()
-        self._snapshot: tuple[float, list[PeerSummary]] | None = None
         self._ignored: dict[Ignored, int] = dict.fromkeys(Ignored, 0)
         self._info = {"version": version, "socket": socket_kind}
 
@@ -65,12 +147,6 @@ class Telemetry:
             LATENCY_METRIC,
             callbacks=[self._observe_latency],
             description="Round-trip time to the peer node in milliseconds, latest interval",
-        )
-        self._rtt = meter.create_histogram(
-            RTT_METRIC,
-            unit="s",
-            description="Round-trip time of each answered probe",
-            explicit_bucket_boundaries_advisory=RTT_BUCKETS,
         )
         meter.create_observable_gauge(
             "monlat_loss_ratio",
@@ -112,10 +188,6 @@ class Telemetry:
 
     # Events from the prober (event-loop thread).
 
-    def on_outcome(self, outcome: Outcome) -> None:
-        if outcome.result is Result.REPLY and outcome.rtt_s is not None:
-            self._rtt.record(outcome.rtt_s, {"from": self._from, "to": outcome.peer})
-
     def on_ignored(self, reason: Ignored) -> None:
         self._ignored[reason] += 1
 
@@ -125,12 +197,7 @@ class Telemetry:
     # Callbacks (exporter threads).
 
     def _summaries(self) -> list[PeerSummary]:
-        """One snapshot serves all callbacks of a collection."""
-        now = self._clock()
-        with self._snapshot_lock:
-            if self._snapshot is None or now - self._snapshot[0] > self._max_age:
-                self._snapshot = (now, self._store.snapshot())
-            return self._snapshot[1]
+        return self._snapshots.get()
 
     def _pair(self, summary: PeerSummary) -> dict[str, str]:
         return {"from": self._from, "to": summary.peer}
@@ -171,7 +238,7 @@ class Telemetry:
         ]
 
     def _observe_peers(self, options: CallbackOptions) -> Sequence[Observation]:
-        return [Observation(len(self._store), {"from": self._from})]
+        return [Observation(len(self._snapshots.store), {"from": self._from})]
 
     def _observe_info(self, options: CallbackOptions) -> Sequence[Observation]:
         return [Observation(1, {"from": self._from, **self._info})]

@@ -3,6 +3,7 @@
 import re
 import signal
 import socket
+import subprocess
 from pathlib import Path
 
 from tests.agent_process import AgentProcess, series
@@ -40,10 +41,26 @@ def test_exposition_exact_lines_and_removed_peer_vanishes(tmp_path: Path) -> Non
         assert "target_info" not in body and "otel_scope" not in body
         assert "python_gc" not in body and "process_" not in body
 
+        samples = agent.metrics()
+        replies = {
+            labels["to"]: value
+            for name, labels, value in samples
+            if name == "monlat_probes_total" and labels["result"] == "reply"
+        }
+        # The histogram counts the same replies (one snapshot serves both).
+        assert series(samples, "monlat_rtt_seconds_count") == replies
+        inf = {lab["to"]: v for n, lab, v in samples
+               if n == "monlat_rtt_seconds_bucket" and lab["le"] == "+Inf"}  # fmt: skip
+        assert inf == replies
+        check = subprocess.run(["promtool", "check", "metrics"], input=body, text=True,
+                               capture_output=True, check=False)  # fmt: skip
+        assert check.returncode == 0, check.stdout + check.stderr
+
         peers.write_text("lo4=127.0.0.1\n")
         agent.wait_for(lambda s: set(series(s, "latency_between_nodes")) == {"lo4"}, 10)
         samples = agent.metrics()
         assert "lo6" not in series(samples, "monlat_loss_ratio")
+        assert "lo6" not in series(samples, "monlat_rtt_seconds_count")
         assert any(line for line in agent.events("peer_removed") if "peer=lo6" in line)
     finally:
         code = agent.stop(signal.SIGTERM)

@@ -22,9 +22,10 @@ from monlat.probe.pending import Outcome, PendingProbes, Result
 from monlat.probe.schedule import Schedule
 from monlat.probe.sockets import Datagram
 
-# Sends due within this much of now go out in the same wake-up: the event loop's timers are only
-# millisecond-precise anyway, and batching keeps wake-ups bounded at high probe rates.
-_SEND_AHEAD_S = 0.002
+# Sends due within this much of now go out in the same wake-up (early, never late): a peer's
+# phase moves by at most this, and wake-ups stay at a few hundred a second whatever the rate.
+_SEND_AHEAD_S = 0.005
+_EXPIRE_SLACK_S = 0.005
 _MAX_SLEEP_S = 0.25
 _MAX_UNSTAMPED_SENDS = 65536
 
@@ -129,7 +130,8 @@ class Prober:
         self._schedule = Schedule(agent, config.interval_s / config.probes_per_interval)
         self._targets: dict[str, Target] = {}
         self._tokens = itertools.count(1)
-        self._sleeper: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.Handle | None = None
         self.last_wake = self._clock.monotonic()
         self.sent = 0
         # Probes timed by the kernel's transmit timestamp, and by the user-space fallback.
@@ -161,34 +163,36 @@ class Prober:
         self._wake()
 
     async def run(self) -> None:
+        """Probe until cancelled. Sends and expiries run from one re-armed timer callback:
+        cheaper per wake-up than a coroutine sleeping on a future."""
         loop = asyncio.get_running_loop()
         for channel in self._channels.values():
             loop.add_reader(channel.transport.fileno(), self._drain, channel)
+        self._loop = loop
+        self._tick()
         try:
-            while True:
-                self.last_wake = now = self._clock.monotonic()
-                self._send_due(now)
-                self._expire(self._clock.monotonic())
-                await self._sleep(loop, self._sleep_time())
+            await loop.create_future()  # never set: runs until cancelled
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None
+            self._loop = None
             for channel in self._channels.values():
                 loop.remove_reader(channel.transport.fileno())
 
-    async def _sleep(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
-        """Sleep until the next send or deadline, or until `_wake` (new peers) cuts it short."""
-        self._sleeper = loop.create_future()
-        handle = loop.call_later(delay, self._wake)
+    def _tick(self) -> None:
+        self._timer = None
         try:
-            await self._sleeper
+            self.last_wake = now = self._clock.monotonic()
+            self._send_due(now)
+            self._expire(self._clock.monotonic())
         finally:
-            handle.cancel()
-            self._sleeper = None
+            # Re-armed even if this tick failed, so one bad send cannot stop all probing.
+            self._arm()
 
-    def _wake(self) -> None:
-        if self._sleeper is not None and not self._sleeper.done():
-            self._sleeper.set_result(None)
-
-    def _sleep_time(self) -> float:
+    def _arm(self) -> None:
+        if self._loop is None:
+            return
         now = self._clock.monotonic()
         wake = now + _MAX_SLEEP_S
         next_send = self._schedule.next_due()
@@ -197,8 +201,17 @@ class Prober:
         for channel in self._channels.values():
             deadline = channel.pending.next_deadline()
             if deadline is not None:
-                wake = min(wake, deadline)
-        return max(0.0, wake - now)
+                # A timeout reported a few milliseconds late costs nothing; a wake-up does.
+                wake = min(wake, deadline + _EXPIRE_SLACK_S)
+        self._timer = self._loop.call_later(max(0.0, wake - now), self._tick)
+
+    def _wake(self) -> None:
+        """Run a tick now (new peers are due within their first period)."""
+        if self._loop is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_soon(self._tick)
 
     def _send_due(self, now: float) -> None:
         due = self._schedule.pop_due(now + _SEND_AHEAD_S)
