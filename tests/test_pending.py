@@ -115,3 +115,14 @@ def test_kernel_transmit_time_replaces_the_user_space_one(pending: PendingProbes
     assert isinstance(outcome, Outcome)
     assert outcome.rtt_s == pytest.approx(10e-6)
     assert not pending.set_sent_ns(100, 1)  # answered: nothing left to re-time
+
+
+def test_reply_read_after_the_deadline_counts_by_its_kernel_time() -> None:
+    table = PendingProbes(COOKIE, IDENT, timeout_s=0.5)
+    table.add("node2", "10.0.0.2", 1, 100, sent_ns=1_000_000_000, deadline=10.0)
+    table.add("node2", "10.0.0.2", 2, 101, sent_ns=1_000_000_000, deadline=10.0)
+    in_time = table.match(reply(), received_ns=1_499_000_000)
+    assert isinstance(in_time, Outcome) and in_time.result is Result.REPLY
+    too_late = table.match(reply(sequence=2, token=101), received_ns=1_501_000_000)
+    assert isinstance(too_late, Outcome) and too_late.result is Result.TIMEOUT
+    assert table.match(reply(sequence=2, token=101), received_ns=1_600_000_000) is Ignored.LATE

@@ -12,10 +12,11 @@ class FakeTransport:
     family = socket.AF_INET
     ident = 7
     tx_timestamps = True
+    receive_buffer_bytes = 1 << 20
 
 
 def channel() -> _Channel:
-    return _Channel(FakeTransport(), EchoBuilder(socket.AF_INET, COOKIE, 56), COOKIE)  # type: ignore[arg-type]
+    return _Channel(FakeTransport(), EchoBuilder(socket.AF_INET, COOKIE, 56), COOKIE, 1.0)  # type: ignore[arg-type]
 
 
 def test_time_inside_the_send_call_is_used() -> None:

@@ -47,8 +47,18 @@ class _Probe:
 class PendingProbes:
     """Probes waiting for a reply, keyed by their unique per-agent token."""
 
-    def __init__(self, cookie: bytes, ident: int | None, *, memory: int = 65536) -> None:
+    def __init__(
+        self,
+        cookie: bytes,
+        ident: int | None,
+        *,
+        timeout_s: float | None = None,
+        memory: int = 65536,
+    ) -> None:
         self._cookie = cookie
+        # Replies are read in ticks, so one can be read a little after its probe's deadline;
+        # the kernel's timestamps decide whether it came in time.
+        self._timeout_ns = None if timeout_s is None else int(timeout_s * 1e9)
         # None for datagram sockets: the kernel picks the identifier, and filters on it for us.
         self._ident = ident
         self._waiting: dict[int, _Probe] = {}
@@ -106,8 +116,12 @@ class PendingProbes:
             self._remember(token, Result.ERROR)
             detail = f"icmp type {packet.icmp_type} code {packet.icmp_code} from {packet.reporter}"
             return Outcome(probe.peer, probe.address, probe.sequence, Result.ERROR, detail=detail)
+        elapsed_ns = received_ns - probe.sent_ns
+        if self._timeout_ns is not None and elapsed_ns > self._timeout_ns:
+            self._remember(token, Result.TIMEOUT)
+            return Outcome(probe.peer, probe.address, probe.sequence, Result.TIMEOUT)
         self._remember(token, Result.REPLY)
-        rtt = (received_ns - probe.sent_ns) / 1e9
+        rtt = elapsed_ns / 1e9
         if rtt < 0:
             # The wall clock stepped backwards between send and receive; the sample is unusable.
             return Outcome(probe.peer, probe.address, probe.sequence, Result.ERROR, detail="clock")

@@ -1,8 +1,10 @@
 """The probe engine: paced sends, reply matching, kernel timestamps, timeouts.
 
-One socket per address family serves every peer. The event loop wakes when a send is due or a
-probe expires; replies are read when the socket is readable, and their receive time comes from the
-kernel, so time spent waiting for the event loop never counts as network latency.
+One socket per address family serves every peer. Everything happens in ticks of one re-armed
+timer: read what the kernel queued (transmit times, replies), expire what is overdue, send what is
+due. Both ends of every RTT are kernel timestamps, so when a reply is read does not matter: the
+prober can wake a few dozen times a second instead of once per packet, which is most of its cost
+at ordinary rates.
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ from monlat.probe.pending import Outcome, PendingProbes, Result
 from monlat.probe.schedule import Schedule
 from monlat.probe.sockets import Datagram
 
-# Sends due within this much of now go out in the same wake-up (early, never late): a peer's
-# phase moves by at most this, and wake-ups stay at a few hundred a second whatever the rate.
-_SEND_AHEAD_S = 0.005
+# Longest tick: sends due within it go out together (early, never late), and replies wait at
+# most this long in the socket. Shorter when the receive buffer could not hold a tick's worth.
+_MAX_TICK_S = 0.02
+_MIN_TICK_S = 0.001
+# Kernel memory a probe occupies in the receive buffer until read: its reply and its transmit
+# timestamp, at their (rounded-up) true size.
+_BUFFER_BYTES_PER_PROBE = 2048
 _EXPIRE_SLACK_S = 0.005
 _MAX_SLEEP_S = 0.25
 _MAX_UNSTAMPED_SENDS = 65536
@@ -48,6 +54,7 @@ class Transport(Protocol):
     family: int
     ident: int | None
     tx_timestamps: bool  # the kernel reports transmit times through transmit_times()
+    receive_buffer_bytes: int
 
     @property
     def kind(self) -> str: ...
@@ -79,10 +86,12 @@ class Target:
 class _Channel:
     """One transport with its own sequence numbers and in-flight table."""
 
-    def __init__(self, transport: Transport, builder: EchoBuilder, cookie: bytes) -> None:
+    def __init__(
+        self, transport: Transport, builder: EchoBuilder, cookie: bytes, timeout_s: float
+    ) -> None:
         self.transport = transport
         self.builder = builder
-        self.pending = PendingProbes(cookie, transport.ident)
+        self.pending = PendingProbes(cookie, transport.ident, timeout_s=timeout_s)
         self.sequences = itertools.cycle(range(1, 0x10000))
         self.ident = transport.ident or 0
         # Transmit-time key -> (token, wall ns before sendto, wall ns after it returned).
@@ -124,7 +133,12 @@ class Prober:
         self._clock = clock or SystemClock()
         cookie = cookie or os.urandom(8)
         self._channels = {
-            family: _Channel(transport, EchoBuilder(family, cookie, config.payload_size), cookie)
+            family: _Channel(
+                transport,
+                EchoBuilder(family, cookie, config.payload_size),
+                cookie,
+                config.timeout_s,
+            )
             for family, transport in transports.items()
         }
         self._schedule = Schedule(agent, config.interval_s / config.probes_per_interval)
@@ -132,6 +146,8 @@ class Prober:
         self._tokens = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Handle | None = None
+        self._tick_s = _MAX_TICK_S
+        self._read_at: float | None = None  # a tick is owed then, to read replies to a batch
         self.last_wake = self._clock.monotonic()
         self.sent = 0
         # Probes timed by the kernel's transmit timestamp, and by the user-space fallback.
@@ -160,14 +176,22 @@ class Prober:
             if name not in self._targets and target.family in self._channels:
                 self._targets[name] = target
                 self._schedule.add(name, now)
+        self._tick_s = self._tick_length()
         self._wake()
 
+    def _tick_length(self) -> float:
+        """A tick short enough that what arrives during it fits the receive buffer twice."""
+        rate = len(self._targets) / self._schedule.period
+        if rate <= 0:
+            return _MAX_TICK_S
+        buffer = min(c.transport.receive_buffer_bytes for c in self._channels.values())
+        fits = buffer / _BUFFER_BYTES_PER_PROBE / 2
+        return max(_MIN_TICK_S, min(_MAX_TICK_S, fits / rate))
+
     async def run(self) -> None:
-        """Probe until cancelled. Sends and expiries run from one re-armed timer callback:
-        cheaper per wake-up than a coroutine sleeping on a future."""
+        """Probe until cancelled, from one re-armed timer callback (cheaper per wake-up than a
+        coroutine sleeping on a future, and no wake-up per received packet)."""
         loop = asyncio.get_running_loop()
-        for channel in self._channels.values():
-            loop.add_reader(channel.transport.fileno(), self._drain, channel)
         self._loop = loop
         self._tick()
         try:
@@ -177,15 +201,19 @@ class Prober:
                 self._timer.cancel()
             self._timer = None
             self._loop = None
-            for channel in self._channels.values():
-                loop.remove_reader(channel.transport.fileno())
 
     def _tick(self) -> None:
         self._timer = None
         try:
             self.last_wake = now = self._clock.monotonic()
-            self._send_due(now)
-            self._expire(self._clock.monotonic())
+            if self._read_at is not None and now >= self._read_at:
+                self._read_at = None
+            # Read before expiring: a reply already queued is never counted lost.
+            for channel in self._channels.values():
+                self._drain(channel)
+            self._expire(now)
+            if self._send_due(now) and self._read_at is None:
+                self._read_at = now + self._tick_s
         finally:
             # Re-armed even if this tick failed, so one bad send cannot stop all probing.
             self._arm()
@@ -198,6 +226,8 @@ class Prober:
         next_send = self._schedule.next_due()
         if next_send is not None:
             wake = min(wake, next_send)
+        if self._read_at is not None:
+            wake = min(wake, self._read_at)
         for channel in self._channels.values():
             deadline = channel.pending.next_deadline()
             if deadline is not None:
@@ -213,10 +243,10 @@ class Prober:
             self._timer.cancel()
         self._timer = self._loop.call_soon(self._tick)
 
-    def _send_due(self, now: float) -> None:
-        due = self._schedule.pop_due(now + _SEND_AHEAD_S)
+    def _send_due(self, now: float) -> bool:
+        due = self._schedule.pop_due(now + self._tick_s)
         if not due:
-            return
+            return False
         wall_ns = self._clock.wall_ns
         targets, channels, tokens = self._targets, self._channels, self._tokens
         # One deadline and one lag figure per batch: the batch leaves within a millisecond,
@@ -242,7 +272,9 @@ class Prober:
             channel.pending.add(name, target.address, sequence, token, sent_ns, deadline)
             sent += 1
         self.sent += sent
-        self._listener.on_send_lag(max(0.0, self._clock.monotonic() - due[0][1]))
+        # How late the tick began against the earliest send it owed: the agent's own delay.
+        self._listener.on_send_lag(max(0.0, now - due[0][1]))
+        return sent > 0
 
     def _expire(self, now: float) -> None:
         for channel in self._channels.values():

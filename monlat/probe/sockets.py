@@ -67,10 +67,12 @@ class IcmpSocket:
         self._owner = factory(privileged=raw)
         self.sock: socket.socket = self._owner.sock
         self.sock.setblocking(False)
-        self.tx_timestamps = _enable_timestamps(self.sock)
-        self._tx_key = 0
         _set_buffer(self.sock, socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", 33))
         _set_buffer(self.sock, socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", 32))
+        # What the kernel granted (it reports double the usable size).
+        self.receive_buffer_bytes = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+        self.tx_timestamps = _enable_timestamps(self.sock)
+        self._tx_key = 0
         if raw:
             self.ident: int | None = random.randrange(1, 0xFFFF)
             _install_type_filter(self.sock, family)
