@@ -67,7 +67,7 @@ def cost(addresses: list[str], prefix: list[str], interval: str, seconds: float)
         "cpu_s": summary["cpu_s"],
         "rate_per_s": replies / summary["seconds"],
         "probes_per_cpu_s": replies / summary["cpu_s"],
-        "lost": summary["sent"] - replies,
+        "lost": sum(summary["results"].values()) - replies,
     }
 
     summary = run_json([*prefix, sys.executable, "-m", "benchmarks.icmplib_probe",

@@ -31,7 +31,6 @@ _MIN_TICK_S = 0.001
 # Kernel memory a probe occupies in the receive buffer until read: its reply and its transmit
 # timestamp, at their (rounded-up) true size.
 _BUFFER_BYTES_PER_PROBE = 2048
-_EXPIRE_SLACK_S = 0.005
 _MAX_SLEEP_S = 0.25
 _MAX_UNSTAMPED_SENDS = 65536
 
@@ -181,12 +180,15 @@ class Prober:
 
     def _tick_length(self) -> float:
         """A tick short enough that what arrives during it fits the receive buffer twice."""
-        rate = len(self._targets) / self._schedule.period
+        period = self._schedule.period
+        # At most half a period, so that no peer is due twice within one tick.
+        longest = min(_MAX_TICK_S, period / 2)
+        rate = len(self._targets) / period
         if rate <= 0:
-            return _MAX_TICK_S
+            return longest
         buffer = min(c.transport.receive_buffer_bytes for c in self._channels.values())
         fits = buffer / _BUFFER_BYTES_PER_PROBE / 2
-        return max(_MIN_TICK_S, min(_MAX_TICK_S, fits / rate))
+        return max(min(_MIN_TICK_S, longest), min(longest, fits / rate))
 
     async def run(self) -> None:
         """Probe until cancelled, from one re-armed timer callback (cheaper per wake-up than a
@@ -208,9 +210,11 @@ class Prober:
             self.last_wake = now = self._clock.monotonic()
             if self._read_at is not None and now >= self._read_at:
                 self._read_at = None
-            # Read before expiring: a reply already queued is never counted lost.
+            # Read before expiring: a reply already queued is never counted lost. A channel with
+            # nothing in flight is skipped (strays wait there until it carries probes again).
             for channel in self._channels.values():
-                self._drain(channel)
+                if channel.pending or channel.sends:
+                    self._drain(channel)
             self._expire(now)
             if self._send_due(now) and self._read_at is None:
                 self._read_at = now + self._tick_s
@@ -231,8 +235,8 @@ class Prober:
         for channel in self._channels.values():
             deadline = channel.pending.next_deadline()
             if deadline is not None:
-                # A timeout reported a few milliseconds late costs nothing; a wake-up does.
-                wake = min(wake, deadline + _EXPIRE_SLACK_S)
+                # A timeout reported one tick late costs nothing; a wake-up of its own does.
+                wake = min(wake, deadline + self._tick_s)
         self._timer = self._loop.call_later(max(0.0, wake - now), self._tick)
 
     def _wake(self) -> None:
