@@ -80,7 +80,8 @@ def cost(addresses: list[str], prefix: list[str], interval: str, seconds: float)
         "lost": summary["sent"] - summary["received"],
     }
 
-    rounds = max(3, int(seconds))
+    # At least 10,000 probes, so that fping's small CPU time is measured with some precision.
+    rounds = max(int(seconds), -(-10_000 // len(addresses)))
     cpu, wall, output = children_cpu(
         [*prefix, "fping", "-q", "-C", str(rounds), "-p", "20", "-i", "0", "-t", "1000",
          "-f", targets]

@@ -12,7 +12,6 @@ import os
 import random
 import socket
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -104,38 +103,52 @@ class IcmpSocket:
         self._tx_key = (key + 1) & 0xFFFFFFFF
         return key
 
-    def transmit_times(self) -> Iterator[tuple[int, int]]:
+    def transmit_times(self) -> list[tuple[int, int]]:
         """(key, CLOCK_REALTIME ns) for each packet the kernel has reported as sent."""
+        reported: list[tuple[int, int]] = []
+        recvmsg = self.sock.recvmsg
         while True:
             try:
-                _, ancillary, _, _ = self.sock.recvmsg(0, _ERRQUEUE_ANCILLARY_SIZE, _MSG_ERRQUEUE)
+                _, ancillary, _, _ = recvmsg(0, _ERRQUEUE_ANCILLARY_SIZE, _MSG_ERRQUEUE)
             except (BlockingIOError, InterruptedError):
-                return
-            stamp, key = 0, None
+                return reported
+            stamp, key = 0, -1
             for level, kind, data in ancillary:
-                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPING:
-                    stamp = _first_timespec(data)
+                if kind == SCM_TIMESTAMPING and level == socket.SOL_SOCKET:
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+                    stamp = seconds * 1_000_000_000 + nanoseconds
                 elif len(data) >= _EXTENDED_ERR.size:
                     error, _, _, _, _, _, info = _EXTENDED_ERR.unpack_from(data)
                     if error == _ENOMSG:
                         key = info
-            if key is not None and stamp:
-                yield key, stamp
+            if key >= 0 and stamp:
+                reported.append((key, stamp))
 
-    def receive_all(self) -> Iterator[Datagram]:
-        """Drain everything queued, without blocking."""
+    def receive_all(self) -> list[Datagram]:
+        """Everything queued, read without blocking."""
+        received: list[Datagram] = []
+        recvmsg = self.sock.recvmsg
         while True:
             try:
-                data, ancillary, _, address = self.sock.recvmsg(_MAX_PACKET, _ANCILLARY_SIZE)
+                data, ancillary, _, address = recvmsg(_MAX_PACKET, _ANCILLARY_SIZE)
             except (BlockingIOError, InterruptedError):
-                return
+                return received
             except OSError as err:
                 # An ICMP error queued on a datagram socket surfaces as a failed read; the
                 # probe it concerns simply times out.
                 if err.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                     continue
                 raise
-            yield Datagram(data, address[0].split("%", 1)[0], _kernel_time(ancillary))
+            # SCM_TIMESTAMPING carries three timespecs, the software one first (SCM_TIMESTAMPNS
+            # one); the receive path asks for nothing else, so it is the only message.
+            stamp = 0
+            if ancillary and len(ancillary[0][2]) >= _TIMESPEC.size:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(ancillary[0][2])
+                stamp = seconds * 1_000_000_000 + nanoseconds
+            source = address[0]
+            if "%" in source:
+                source = source.split("%", 1)[0]
+            received.append(Datagram(data, source, stamp))
 
     def close(self) -> None:
         self._owner.close()
@@ -153,19 +166,6 @@ def _enable_timestamps(sock: socket.socket) -> bool:
     except OSError:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         return False
-
-
-def _first_timespec(data: bytes) -> int:
-    if len(data) < 16:
-        return 0
-    seconds, nanoseconds = _TIMESPEC.unpack_from(data)
-    return int(seconds) * 1_000_000_000 + int(nanoseconds)
-
-
-def _kernel_time(ancillary: list[tuple[int, int, bytes]]) -> int:
-    # SCM_TIMESTAMPING carries three timespecs, the software one first; SCM_TIMESTAMPNS one.
-    # The receive path asks for nothing else, so the first message is the timestamp.
-    return _first_timespec(ancillary[0][2]) if ancillary else 0
 
 
 def _set_buffer(sock: socket.socket, option: int, force_option: int) -> None:
