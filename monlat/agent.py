@@ -18,6 +18,7 @@ from typing import TextIO
 from monlat import __version__
 from monlat.config import Config, ConfigError, DiscoveryMode
 from monlat.discovery import PeerMap, PeerSource, diff_peers
+from monlat.discovery.selection import probed_by, select_peers
 from monlat.discovery.static import StaticPeers
 from monlat.exporters import Export, build_export
 from monlat.httpserver import Handler, HttpServer, Response
@@ -28,7 +29,7 @@ from monlat.probe.prober import Prober, Target, Transport
 from monlat.probe.sockets import IcmpSocket, ProbeSetupError, open_socket
 from monlat.results import ResultStore
 from monlat.settings import DEFAULT_PEERS
-from monlat.telemetry import RttHistograms, Snapshots, Telemetry
+from monlat.telemetry import PairLabels, RttHistograms, Snapshots, Telemetry
 
 # The probe loop wakes at least every 0.25 s; silence much longer than that means it is stuck.
 _LIVENESS_S = 10.0
@@ -80,21 +81,19 @@ def open_transports(config: Config, events: EventLog) -> dict[int, IcmpSocket]:
     return transports
 
 
-def make_source(config: Config, events: EventLog) -> tuple[PeerSource, object]:
-    """The peer source and its readiness flag holder (anything with `synced.is_set()`)."""
+def make_source(config: Config, events: EventLog) -> PeerSource:
     if config.discovery is DiscoveryMode.STATIC:
         return StaticPeers(
             config.static_peers,
             config.node_name,
             peers_file=config.peers_file,
             events=events,
-        ), None
+        )
     from monlat.discovery.kubernetes import KubernetesNodes, load_api_client
 
     assert config.kubernetes is not None
     api_client = load_api_client(config.kubernetes)
-    source = KubernetesNodes(api_client, config.kubernetes, config.node_name, events)
-    return source, source
+    return KubernetesNodes(api_client, config.kubernetes, config.node_name, events)
 
 
 class Agent:
@@ -114,7 +113,7 @@ class Agent:
 
     async def run(self) -> int:
         config = self._config
-        source, sync_flag = make_source(config, self._events)
+        source = make_source(config, self._events)
         transports = open_transports(config, self._events)
         store = ResultStore(
             window_s=config.window_s,
@@ -124,12 +123,13 @@ class Agent:
             clock=time.monotonic,
         )
         snapshots = Snapshots(store)
-        export = build_export(config, __version__, RttHistograms(snapshots, config.node_name))
+        labels = PairLabels(config.node_name, zones=config.zone_labels)
+        export = build_export(config, __version__, RttHistograms(snapshots, labels))
         telemetry = Telemetry(
             # No meter version: the collector would see an upgraded agent as a colliding source.
             export.provider.get_meter("monlat"),
             snapshots,
-            config.node_name,
+            labels,
             socket_kind=transports[socket.AF_INET].kind,
             version=__version__,
         )
@@ -137,9 +137,10 @@ class Agent:
         typed: dict[int, Transport] = dict(transports)
         prober = Prober(config.node_name, typed, config.probe, _Fanout(store, telemetry, log))
 
-        def ready() -> bool:
-            synced = getattr(sync_flag, "synced", None)
-            return self._published and (synced is None or synced.is_set())
+        def ready() -> tuple[bool, str]:
+            if not self._published:
+                return False, "waiting for peers"
+            return source.ready()
 
         http = HttpServer(self._routes(export, prober, ready))
         try:
@@ -152,6 +153,8 @@ class Agent:
 
         def publish(peers: PeerMap) -> None:
             self._apply_peers(peers, prober, store)
+            telemetry.expected_probers = probed_by(config.node_name, peers.keys(), config.max_peers)
+            labels.update({name: peer.zone for name, peer in peers.items()}, source.own_zone)
 
         self._install_signals()
         self._events.info(
@@ -207,7 +210,9 @@ class Agent:
             names.append(f"otlp({self._config.otlp.protocol} {self._config.otlp.endpoint})")
         return names
 
-    def _apply_peers(self, peers: PeerMap, prober: Prober, store: ResultStore) -> None:
+    def _apply_peers(self, discovered: PeerMap, prober: Prober, store: ResultStore) -> None:
+        chosen = select_peers(self._config.node_name, discovered.keys(), self._config.max_peers)
+        peers = {name: peer for name, peer in discovered.items() if name in chosen}
         changes = diff_peers(self._peers, peers)
         for peer in changes.added:
             self._events.info("peer_added", peer=peer.name, address=peer.address)
@@ -229,7 +234,7 @@ class Agent:
         self._published = True
 
     def _routes(
-        self, export: Export, prober: Prober, ready: Callable[[], bool]
+        self, export: Export, prober: Prober, ready: Callable[[], tuple[bool, str]]
     ) -> dict[str, Handler]:
         def loop_ok() -> bool:
             return time.monotonic() - prober.last_wake < _LIVENESS_S
@@ -240,9 +245,10 @@ class Agent:
             return Response(503, b"probe loop stalled\n")
 
         async def readyz() -> Response:
-            if ready() and loop_ok():
-                return Response(200, b"ready\n")
-            return Response(503, b"waiting for peers\n")
+            is_ready, reason = ready()
+            if not loop_ok():
+                is_ready, reason = False, "probe loop stalled"
+            return Response(200 if is_ready else 503, f"{reason}\n".encode())
 
         routes: dict[str, Handler] = {"/healthz": healthz, "/readyz": readyz}
         if export.registry is not None:

@@ -65,6 +65,8 @@ class KubernetesConfig:
     label_selector: str | None
     address_types: tuple[str, ...]
     ip_family: IpFamily | None
+    skip_not_ready: bool = True
+    skip_cordoned: bool = True
     resync_backoff_max_s: float = 30.0
 
 
@@ -92,6 +94,8 @@ class Config:
     log_measurements: bool
     window_s: float
     shutdown_timeout_s: float
+    max_peers: int | None = None  # None: probe every peer
+    zone_labels: bool = False
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|s|m|h)?\s*$")

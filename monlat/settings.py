@@ -67,6 +67,23 @@ _AGENT_FLAGS = (
         "Node address types in order of preference; default InternalIP,ExternalIP",
     ),
     _Flag("--ip-family", "MONLAT_IP_FAMILY", "prefer ipv4 or ipv6 node addresses; default ipv4"),
+    _Flag("--skip-not-ready", "MONLAT_SKIP_NOT_READY", "leave NotReady nodes out; default true"),
+    _Flag(
+        "--skip-cordoned",
+        "MONLAT_SKIP_CORDONED",
+        "leave cordoned nodes out (and report not-ready when cordoned); default true",
+    ),
+    _Flag(
+        "--max-peers",
+        "MONLAT_MAX_PEERS",
+        "probe only K peers, chosen so that every node is probed by K others; default all",
+        "K",
+    ),
+    _Flag(
+        "--zone-labels",
+        "MONLAT_ZONE_LABELS",
+        "add from_zone/to_zone (topology.kubernetes.io/zone); default false",
+    ),
     _Flag("--interval", "MONLAT_INTERVAL", "time between probes to one peer; default 1s"),
     _Flag("--timeout", "MONLAT_TIMEOUT", "a probe without reply after this is lost; default 1s"),
     _Flag("--count", "MONLAT_COUNT", "probes per peer per interval; default 1", "N"),
@@ -159,6 +176,9 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
     if window < probe.interval_s:
         raise ConfigError(window_setting, "must be at least one interval")
     shutdown_setting, shutdown_text = settings.text("--shutdown-timeout", "5s")
+    max_peers_found = settings.get("--max-peers")
+    max_peers = _int_setting(settings, "--max-peers", "0", 1, 100_000) if max_peers_found else None
+    zone_setting, zone_text = settings.text("--zone-labels", "false")
 
     return Config(
         node_name=node_name,
@@ -174,6 +194,8 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
         log_measurements=parse_bool(log_setting, log_text),
         window_s=window,
         shutdown_timeout_s=parse_duration(shutdown_setting, shutdown_text),
+        max_peers=max_peers,
+        zone_labels=parse_bool(zone_setting, zone_text),
     )
 
 
@@ -265,6 +287,8 @@ def _kubernetes_config(settings: _Settings, environ: Mapping[str, str]) -> Kuber
         label_selector=selector[1] if selector else None,
         address_types=types,
         ip_family=family,
+        skip_not_ready=parse_bool(*settings.text("--skip-not-ready", "true")),
+        skip_cordoned=parse_bool(*settings.text("--skip-cordoned", "true")),
     )
 
 

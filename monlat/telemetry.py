@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics.export import (
@@ -69,21 +69,53 @@ class Snapshots:
             return self._taken[1]
 
 
+class PairLabels:
+    """The attributes of a (from, to) series; with zone labels on, from_zone and to_zone too.
+
+    Updated on the event loop when peers change, read from exporter threads: the zone map is
+    replaced whole, never mutated.
+    """
+
+    def __init__(self, node_name: str, *, zones: bool = False) -> None:
+        self.node = node_name
+        self.zones = zones
+        self._peer_zones: Mapping[str, str] = {}
+        self._own_zone = ""
+
+    def update(self, peer_zones: Mapping[str, str | None], own_zone: str | None) -> None:
+        self._peer_zones = {peer: zone or "" for peer, zone in peer_zones.items()}
+        self._own_zone = own_zone or ""
+
+    @property
+    def names(self) -> list[str]:
+        return ["from", "to", "from_zone", "to_zone"] if self.zones else ["from", "to"]
+
+    def of(self, peer: str) -> dict[str, str]:
+        if not self.zones:
+            return {"from": self.node, "to": peer}
+        return {
+            "from": self.node,
+            "to": peer,
+            "from_zone": self._own_zone,
+            "to_zone": self._peer_zones.get(peer, ""),
+        }
+
+
 class RttHistograms:
     """`monlat_rtt` per (from, to): finished histograms for the OTLP and Prometheus exporters.
 
     A departed peer's histogram goes with it, like every other per-pair series.
     """
 
-    def __init__(self, snapshots: Snapshots, node_name: str) -> None:
+    def __init__(self, snapshots: Snapshots, labels: PairLabels) -> None:
         self._snapshots = snapshots
-        self._from = node_name
+        self._labels = labels
 
     def otel_metric(self) -> Metric | None:
         now = time.time_ns()
         points = [
             HistogramDataPoint(
-                attributes={"from": self._from, "to": s.peer},
+                attributes=self._labels.of(s.peer),
                 start_time_unix_nano=s.histogram.start_ns,
                 time_unix_nano=now,
                 count=s.histogram.count,
@@ -108,7 +140,7 @@ class RttHistograms:
 
     def prometheus_family(self) -> HistogramMetricFamily:
         family = HistogramMetricFamily(
-            f"{RTT_METRIC}_seconds", RTT_DESCRIPTION, labels=["from", "to"], unit="seconds"
+            f"{RTT_METRIC}_seconds", RTT_DESCRIPTION, labels=self._labels.names, unit="seconds"
         )
         for summary in self._snapshots.get():
             histogram = summary.histogram
@@ -118,7 +150,8 @@ class RttHistograms:
             ):
                 cumulative += count
                 buckets.append((_le(bound), cumulative))
-            family.add_metric([self._from, summary.peer], buckets, histogram.total)
+            values = list(self._labels.of(summary.peer).values())
+            family.add_metric(values, buckets, histogram.total)
         return family
 
 
@@ -133,15 +166,19 @@ class Telemetry:
         self,
         meter: Meter,
         snapshots: Snapshots,
-        node_name: str,
+        labels: PairLabels,
         *,
         socket_kind: str,
         version: str,
     ) -> None:
         self._snapshots = snapshots
-        self._from = node_name
+        self._labels = labels
+        self._from = labels.node
         self._ignored: dict[Ignored, int] = dict.fromkeys(Ignored, 0)
         self._info = {"version": version, "socket": socket_kind}
+        # How many agents are expected to probe this node (with --max-peers, K): compare with
+        # count by (to) (latency_between_nodes) to find blind spots.
+        self.expected_probers = 0
 
         meter.create_observable_gauge(
             LATENCY_METRIC,
@@ -174,6 +211,11 @@ class Telemetry:
             callbacks=[self._observe_peers],
             description="Peers this agent currently probes",
         )
+        meter.create_observable_gauge(
+            "monlat_expected_probers",
+            callbacks=[self._observe_expected_probers],
+            description="Agents expected to probe this node (all others, or K with --max-peers)",
+        )
         self._send_lag = meter.create_histogram(
             SEND_LAG_METRIC,
             unit="s",
@@ -200,7 +242,7 @@ class Telemetry:
         return self._snapshots.get()
 
     def _pair(self, summary: PeerSummary) -> dict[str, str]:
-        return {"from": self._from, "to": summary.peer}
+        return self._labels.of(summary.peer)
 
     def _observe_latency(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
@@ -239,6 +281,9 @@ class Telemetry:
 
     def _observe_peers(self, options: CallbackOptions) -> Sequence[Observation]:
         return [Observation(len(self._snapshots.store), {"from": self._from})]
+
+    def _observe_expected_probers(self, options: CallbackOptions) -> Sequence[Observation]:
+        return [Observation(self.expected_probers, {"to": self._from})]
 
     def _observe_info(self, options: CallbackOptions) -> Sequence[Observation]:
         return [Observation(1, {"from": self._from, **self._info})]

@@ -357,9 +357,12 @@ class FakeApiServer:
         labels: Mapping[str, str] | None = None,
         *,
         addresses: list[dict[str, str]] | None = None,
+        unschedulable: bool | None = None,
+        ready: bool | None = None,
     ) -> int:
-        """Change a Node's InternalIP (`ip`), its labels (replaced, hostname label kept) or its
-        whole address list; every call is one MODIFIED with a new RV. Returns the RV."""
+        """Change a Node's InternalIP (`ip`), its labels (replaced, hostname label kept), its
+        whole address list, its cordon (`unschedulable`) or its Ready condition; every call is
+        one MODIFIED with a new RV. Returns the RV."""
         with self._cond:
             old = self._nodes[name]
             node = copy.deepcopy(old)
@@ -370,6 +373,11 @@ class FakeApiServer:
                 node["status"]["addresses"] = copy.deepcopy(addresses)
             if labels is not None:
                 node["metadata"]["labels"] = {_HOSTNAME_LABEL: name, **labels}
+            if unschedulable is not None:
+                node["spec"]["unschedulable"] = unschedulable
+            if ready is not None:
+                condition = {"type": "Ready", "status": "True" if ready else "False"}
+                node["status"]["conditions"] = [condition]
             rv = self._next_rv()
             node["metadata"]["resourceVersion"] = str(rv)
             self._record(_Change(rv, "MODIFIED", old, node))

@@ -81,3 +81,45 @@ def test_ready_after_first_list_and_follows_node_churn(
     assert len(agent.events("api_unreachable")) >= 1
     assert agent.events("api_recovered")
     assert [line for line in agent.events("peer_removed") if "peer=a" in line]
+
+
+def test_scale_controls_zones_and_cordoned_readiness(api: tuple[FakeApiServer, Path]) -> None:
+    server, kubeconfig = api
+    zone = "topology.kubernetes.io/zone"
+    server.add_node("me", "127.0.0.9", labels={zone: "z1"})
+    for name, address, node_zone in [
+        ("a", "127.0.0.2", "z1"),
+        ("b", "127.0.0.3", "z2"),
+        ("c", "127.0.0.4", "z2"),
+        ("d", "127.0.0.5", "z1"),
+    ]:
+        server.add_node(name, address, labels={zone: node_zone})  # fmt: skip
+    server.modify_node("d", ready=False)  # NotReady: left out
+    port = free_ports(1)[0]
+    agent = AgentProcess(
+        ["--discovery", "kubernetes", "--node-name", "me", "--kubeconfig", str(kubeconfig),
+         "--interval", "200ms", "--prometheus", f"127.0.0.1:{port}", "--max-peers", "2",
+         "--zone-labels", "true"],
+        port=port,
+    )  # fmt: skip
+    try:
+        agent.wait_ready()
+        samples = agent.wait_for(lambda s: len(series(s, "latency_between_nodes")) == 2, 10)
+        chosen = set(series(samples, "latency_between_nodes"))
+        assert chosen < {"a", "b", "c"}  # two of the three ready peers, never d
+        zones = {
+            labels["to"]: (labels["from_zone"], labels["to_zone"])
+            for name, labels, _ in samples
+            if name == "latency_between_nodes"
+        }
+        expected = {"a": ("z1", "z1"), "b": ("z1", "z2"), "c": ("z1", "z2")}
+        assert zones == {peer: expected[peer] for peer in chosen}
+        assert [v for n, lab, v in samples if n == "monlat_expected_probers"] == [2.0]
+
+        server.modify_node("me", unschedulable=True)  # cordoned: not ready, still probing
+        wait_until(lambda: agent.get("/readyz") == (503, "this node is cordoned\n"), 5)
+        server.modify_node("me", unschedulable=False)
+        wait_until(lambda: agent.get("/readyz")[0] == 200, 5)
+    finally:
+        assert agent.stop() == 0
+    assert any("excluded=d" in line for line in agent.events("nodes_listed"))

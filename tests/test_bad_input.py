@@ -44,6 +44,15 @@ def run_monlat(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
         (["--log-measurements", "maybe"], {}, "--log-measurements", "expected true or false"),
         (["--window", "10ms"], {}, "--window", "at least one interval"),
         (["--discovery", "consul"], {}, "--discovery", "expected static or kubernetes"),
+        (["--max-peers", "0"], {}, "--max-peers", "whole number from 1 to 100000"),
+        (["--max-peers", "many"], {}, "--max-peers", "whole number"),
+        (["--zone-labels", "sometimes"], {}, "--zone-labels", "expected true or false"),
+        (
+            ["--discovery", "kubernetes", "--node-name", "n1", "--skip-cordoned", "perhaps"],
+            {"KUBERNETES_SERVICE_HOST": "10.96.0.1"},
+            "--skip-cordoned",
+            "expected true or false",
+        ),
         (["--otlp-endpoint", "collector:4317"], {}, "--otlp-endpoint", "URL with scheme"),
         (
             ["--exporters", "otlp"],

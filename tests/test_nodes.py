@@ -4,7 +4,7 @@ import pytest
 
 from monlat.config import IpFamily
 from monlat.discovery import Peer, diff_peers
-from monlat.discovery.nodes import AddressPolicy, NodeCache, choose_address
+from monlat.discovery.nodes import AddressPolicy, Eligibility, NodeCache, choose_address
 
 
 def node(name: str, *addresses: tuple[str, str], rv: str = "1") -> dict[str, Any]:
@@ -69,3 +69,35 @@ def test_diff_peers() -> None:
     assert changes.removed == (Peer("a", "1.1.1.1"),)
     assert changes.changed == ((Peer("c", "3.3.3.3"), Peer("c", "3.3.3.4")),)
     assert not diff_peers(new, dict(new))
+
+
+def test_not_ready_and_cordoned_nodes_are_left_out_unless_asked() -> None:
+    ready = node("r", ("InternalIP", "10.0.0.2"))
+    not_ready = node("n", ("InternalIP", "10.0.0.3"))
+    not_ready["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    cordoned = node("c", ("InternalIP", "10.0.0.4"))
+    cordoned["spec"] = {"unschedulable": True}
+    default = NodeCache("self", AddressPolicy())
+    default.replace([ready, not_ready, cordoned])
+    assert set(default.peers()) == {"r"}
+    assert default.excluded() == ["c", "n"]
+    everyone = NodeCache("self", AddressPolicy(), Eligibility(False, False))
+    everyone.replace([ready, not_ready, cordoned])
+    assert set(everyone.peers()) == {"r", "n", "c"}
+
+
+def test_own_cordon_and_zone_are_news_but_not_peers() -> None:
+    cache = NodeCache("self", AddressPolicy())
+    own = node("self", ("InternalIP", "10.0.0.1"))
+    cache.replace([own])
+    assert cache.self_state is not None and not cache.self_state.cordoned
+    cordoned = node("self", ("InternalIP", "10.0.0.1"))
+    cordoned["spec"] = {"unschedulable": True}
+    assert cache.apply("MODIFIED", cordoned)
+    assert cache.self_state is not None and cache.self_state.cordoned
+    assert cache.peers() == {}
+    zoned = node("self", ("InternalIP", "10.0.0.1"))
+    zoned["metadata"]["labels"] = {"topology.kubernetes.io/zone": "eu-1a"}
+    assert cache.apply("MODIFIED", zoned)
+    assert cache.self_state is not None and cache.self_state.peer is not None
+    assert cache.self_state.peer.zone == "eu-1a"

@@ -11,6 +11,7 @@ from typing import Protocol
 class Peer:
     name: str
     address: str
+    zone: str | None = None  # topology.kubernetes.io/zone, when known
 
 
 PeerMap = Mapping[str, Peer]
@@ -20,6 +21,15 @@ PeerCallback = Callable[[PeerMap], None]
 class PeerSource(Protocol):
     async def run(self, publish: PeerCallback) -> None:
         """Publish the full peer set whenever it changes, until cancelled."""
+        ...
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether this agent should report ready, and why (or why not)."""
+        ...
+
+    @property
+    def own_zone(self) -> str | None:
+        """This agent's own zone, when the source knows it."""
         ...
 
 

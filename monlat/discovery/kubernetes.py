@@ -23,7 +23,7 @@ from urllib3.exceptions import HTTPError
 
 from monlat.config import ConfigError, KubernetesConfig
 from monlat.discovery import PeerCallback
-from monlat.discovery.nodes import AddressPolicy, NodeCache
+from monlat.discovery.nodes import AddressPolicy, Eligibility, NodeCache
 from monlat.logs import EventLog
 
 _WATCH_SECONDS = 300
@@ -58,11 +58,30 @@ class KubernetesNodes:
     ) -> None:
         self._api = kubernetes.client.CoreV1Api(api_client)
         self._config = config
-        self._cache = NodeCache(self_name, AddressPolicy(config.address_types, config.ip_family))
+        self._cache = NodeCache(
+            self_name,
+            AddressPolicy(config.address_types, config.ip_family),
+            Eligibility(config.skip_not_ready, config.skip_cordoned),
+        )
+        self._skip_cordoned = config.skip_cordoned
         self._events = events
         self._stop = threading.Event()
         self._watch: kubernetes.watch.Watch | None = None
         self.synced = threading.Event()  # set after the first successful list
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready once listed, and unless this agent's own node is cordoned (when skipped)."""
+        if not self.synced.is_set():
+            return False, "waiting for the first list of Nodes"
+        own = self._cache.self_state
+        if self._skip_cordoned and own is not None and own.cordoned:
+            return False, "this node is cordoned"
+        return True, "ready"
+
+    @property
+    def own_zone(self) -> str | None:
+        own = self._cache.self_state
+        return own.peer.zone if own is not None and own.peer is not None else None
 
     async def run(self, publish: PeerCallback) -> None:
         loop = asyncio.get_running_loop()
@@ -154,6 +173,7 @@ class KubernetesNodes:
             nodes=len(items),
             peers=len(self._cache.peers()),
             unaddressable=",".join(unaddressable) or "none",
+            excluded=",".join(self._cache.excluded()) or "none",
         )
         return str(metadata.get("resourceVersion", ""))
 

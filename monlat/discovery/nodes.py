@@ -17,10 +17,35 @@ from monlat.discovery import Peer
 NodeObject = Mapping[str, Any]
 
 
+ZONE_LABEL = "topology.kubernetes.io/zone"
+
+
 @dataclass(frozen=True)
 class AddressPolicy:
     types: tuple[str, ...] = ("InternalIP", "ExternalIP")
     family: IpFamily | None = IpFamily.IPV4  # a preference; None takes the first usable address
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """Which nodes are probed at all."""
+
+    skip_not_ready: bool = True
+    skip_cordoned: bool = True
+
+
+@dataclass(frozen=True)
+class NodeState:
+    peer: Peer | None  # None: no usable address
+    ready: bool
+    cordoned: bool
+
+    def eligible(self, rules: Eligibility) -> bool:
+        if self.peer is None:
+            return False
+        if rules.skip_not_ready and not self.ready:
+            return False
+        return not (rules.skip_cordoned and self.cordoned)
 
 
 def _family(address: str) -> IpFamily | None:
@@ -59,39 +84,84 @@ def peer_for(node: NodeObject, policy: AddressPolicy) -> Peer | None:
     address = choose_address(node.get("status", {}).get("addresses") or (), policy)
     if not name or address is None:
         return None
-    return Peer(name, address)
+    zone = (node.get("metadata", {}).get("labels") or {}).get(ZONE_LABEL)
+    return Peer(name, address, str(zone) if zone else None)
+
+
+def is_ready(node: NodeObject) -> bool:
+    for condition in node.get("status", {}).get("conditions") or ():
+        if condition.get("type") == "Ready":
+            return bool(condition.get("status") == "True")
+    # A Node without conditions has not been reported on by a kubelet yet (or never will be,
+    # as in clusters that create Node objects by hand): treat it as ready.
+    return True
+
+
+def node_state(node: NodeObject, policy: AddressPolicy) -> NodeState:
+    cordoned = bool((node.get("spec") or {}).get("unschedulable", False))
+    return NodeState(peer_for(node, policy), is_ready(node), cordoned)
+
+
+def _own_facts(state: NodeState | None) -> tuple[bool, str | None]:
+    if state is None:
+        return False, None
+    return state.cordoned, state.peer.zone if state.peer else None
 
 
 class NodeCache:
     """The last known Nodes, updated by list and watch events; yields the peer set."""
 
-    def __init__(self, self_name: str, policy: AddressPolicy) -> None:
+    def __init__(
+        self, self_name: str, policy: AddressPolicy, eligibility: Eligibility | None = None
+    ) -> None:
         self._self_name = self_name
         self._policy = policy
-        self._nodes: dict[str, Peer | None] = {}
+        self._eligibility = eligibility or Eligibility()
+        self._nodes: dict[str, NodeState] = {}
 
     def replace(self, nodes: Iterable[NodeObject]) -> None:
-        self._nodes = {node_name(node): peer_for(node, self._policy) for node in nodes}
+        self._nodes = {node_name(node): node_state(node, self._policy) for node in nodes}
+
+    def _peer(self, name: str) -> Peer | None:
+        state = self._nodes.get(name)
+        return state.peer if state is not None and state.eligible(self._eligibility) else None
 
     def apply(self, event_type: str, node: NodeObject) -> bool:
-        """Apply one watch event; true when the peer set changed."""
+        """Apply one watch event; true when the peer set (or this agent's own state) changed."""
         name = node_name(node)
-        before = self._nodes.get(name)
+        before, own_before = self._peer(name), self._nodes.get(name)
         if event_type in ("ADDED", "MODIFIED"):
-            self._nodes[name] = peer_for(node, self._policy)
+            self._nodes[name] = node_state(node, self._policy)
         elif event_type == "DELETED":
             self._nodes.pop(name, None)
         else:
             return False
-        return name != self._self_name and self._nodes.get(name) != before
+        if name == self._self_name:
+            # Its own address is not a peer; being cordoned (readiness) or its zone is news.
+            return _own_facts(self._nodes.get(name)) != _own_facts(own_before)
+        return self._peer(name) != before
 
     def unaddressable(self) -> list[str]:
-        return sorted(name for name, peer in self._nodes.items() if peer is None)
+        return sorted(name for name, state in self._nodes.items() if state.peer is None)
+
+    def excluded(self) -> list[str]:
+        """Addressable nodes left out by the eligibility rules (NotReady, cordoned)."""
+        return sorted(
+            name
+            for name, state in self._nodes.items()
+            if state.peer is not None and not state.eligible(self._eligibility)
+        )
+
+    @property
+    def self_state(self) -> NodeState | None:
+        return self._nodes.get(self._self_name)
 
     def peers(self) -> dict[str, Peer]:
-        """Every addressable node except this agent's own."""
+        """Every eligible node except this agent's own."""
         return {
-            name: peer
-            for name, peer in self._nodes.items()
-            if peer is not None and name != self._self_name
+            name: state.peer
+            for name, state in self._nodes.items()
+            if state.peer is not None
+            and name != self._self_name
+            and state.eligible(self._eligibility)
         }

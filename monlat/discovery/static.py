@@ -27,6 +27,13 @@ class StaticPeers:
         self._file = peers_file
         self._events = events
 
+    def ready(self) -> tuple[bool, str]:
+        return True, "ready"
+
+    @property
+    def own_zone(self) -> str | None:
+        return None
+
     def _peer_map(self, from_file: tuple[StaticPeer, ...]) -> dict[str, Peer]:
         # The agent never probes itself; listing itself is normal in a shared peers file.
         return {
