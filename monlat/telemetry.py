@@ -234,7 +234,7 @@ class Telemetry:
         self._ignored[reason] += 1
 
     def on_send_lag(self, lag_s: float) -> None:
-        self._send_lag.record(lag_s)
+        self._send_lag.record(lag_s, {"from": self._from})
 
     # Callbacks (exporter threads).
 
