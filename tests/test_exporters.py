@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from monlat.exporters import _RttCollector, _WithRttHistograms
 from monlat.probe.pending import Outcome, Result
 from monlat.results import ResultStore
-from monlat.telemetry import RttHistograms, Snapshots
+from monlat.telemetry import PairLabels, RttHistograms, Snapshots
 
 
 class Capture(MetricExporter):
@@ -45,7 +45,7 @@ def histograms_with(rtts: Sequence[float]) -> RttHistograms:
     store.set_peers([("b", "10.0.0.2")])
     for rtt in rtts:
         store.record(Outcome("b", "10.0.0.2", 0, Result.REPLY, rtt_s=rtt))
-    return RttHistograms(Snapshots(store), "a")
+    return RttHistograms(Snapshots(store), PairLabels("a"))
 
 
 def scopes(batch: MetricsData) -> list[tuple[str, list[str]]]:
