@@ -13,6 +13,12 @@ from monlat.settings import build_parser, parse_agent_config
 
 EXIT_USAGE = 2
 EXIT_SETUP = 1
+OPERATOR_COMMANDS = ("matrix", "diagnose")
+OPERATOR_HELP = """
+operator commands (read an agent's or the collector's metrics URL):
+  matrix              show the node-to-node latency matrix (monlat matrix --help)
+  diagnose            find slow or lossy nodes, links and zone boundaries (exit 1 when found)
+"""
 
 
 def _fail(message: str, status: int) -> int:
@@ -24,10 +30,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         build_parser().print_help()
+        print(OPERATOR_HELP, end="")
         return 0 if args else EXIT_USAGE
     command, rest = args[0], args[1:]
+    if command in OPERATOR_COMMANDS:
+        return _operator_command(command, rest)
     if command != "agent":
-        return _fail(f"unknown command {command!r} (try: monlat agent --help)", EXIT_USAGE)
+        return _fail(
+            f"unknown command {command!r} (try: monlat agent|matrix|diagnose --help)", EXIT_USAGE
+        )
     if "-h" in rest or "--help" in rest:
         build_parser().parse_args(["agent", "--help"])
         return 0
@@ -42,3 +53,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(err), EXIT_SETUP)
     except KeyboardInterrupt:
         return 130
+
+
+def _operator_command(command: str, rest: list[str]) -> int:
+    """`matrix` and `diagnose`: bad input or an unreachable URL is one line and exit status 2."""
+    try:
+        if command == "matrix":
+            from monlat.matrix import run_matrix
+
+            return run_matrix(rest, os.environ, sys.stdout)
+        from monlat.diagnose import run_diagnose
+
+        return run_diagnose(rest, os.environ, sys.stdout)
+    except ConfigError as err:
+        return _fail(str(err), EXIT_USAGE)
+    except KeyboardInterrupt:
+        return 0 if command == "matrix" else 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): say nothing more, and do not fail on the final flush.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
