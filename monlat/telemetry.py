@@ -244,26 +244,23 @@ class Telemetry:
     def _pair(self, summary: PeerSummary) -> dict[str, str]:
         return self._labels.of(summary.peer)
 
+    def _per_pair(self, value: Callable[[PeerSummary], float | None]) -> list[Observation]:
+        """One observation per peer that has a value; a peer without one drops out."""
+        observations = []
+        for summary in self._summaries():
+            measured = value(summary)
+            if measured is not None:
+                observations.append(Observation(measured, self._pair(summary)))
+        return observations
+
     def _observe_latency(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [
-            Observation(round(s.latency_ms, 3), self._pair(s))
-            for s in self._summaries()
-            if s.latency_ms is not None
-        ]
+        return self._per_pair(lambda s: None if s.latency_ms is None else round(s.latency_ms, 3))
 
     def _observe_loss(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [
-            Observation(s.loss_ratio, self._pair(s))
-            for s in self._summaries()
-            if s.loss_ratio is not None
-        ]
+        return self._per_pair(lambda s: s.loss_ratio)
 
     def _observe_jitter(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [
-            Observation(s.jitter_s, self._pair(s))
-            for s in self._summaries()
-            if s.jitter_s is not None
-        ]
+        return self._per_pair(lambda s: s.jitter_s)
 
     def _observe_probes(self, options: CallbackOptions) -> Iterable[Observation]:
         observations = []
