@@ -12,7 +12,7 @@ import contextlib
 import functools
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kubernetes.client
@@ -58,15 +58,20 @@ class KubernetesNodes:
     ) -> None:
         self._api = kubernetes.client.CoreV1Api(api_client)
         self._config = config
-        self._cache = NodeCache(
+        self._new_cache = functools.partial(
+            NodeCache,
             self_name,
             AddressPolicy(config.address_types, config.ip_family),
             Eligibility(config.skip_not_ready, config.skip_cordoned),
         )
+        self._cache = self._new_cache()
         self._skip_cordoned = config.skip_cordoned
         self._events = events
         self._stop = threading.Event()
         self._watch: kubernetes.watch.Watch | None = None
+        # The cache is written by the watch thread and read by the event loop when it publishes.
+        self._lock = threading.Lock()
+        self._publish_pending = False
         self.synced = threading.Event()  # set after the first successful list
 
     def ready(self) -> tuple[bool, str]:
@@ -86,13 +91,24 @@ class KubernetesNodes:
     async def run(self, publish: PeerCallback) -> None:
         loop = asyncio.get_running_loop()
 
+        def deliver() -> None:
+            with self._lock:
+                self._publish_pending = False
+                peers = self._cache.peers()
+            publish(peers)
+
         def hand_over() -> None:
+            """Queue one publish of the cache as it is when the loop gets to it: a burst of
+            watch events (nodes added or deleted in bulk) costs a few publishes, not one each."""
             if self._stop.is_set():
                 return
-            peers = self._cache.peers()
+            with self._lock:
+                if self._publish_pending:
+                    return
+                self._publish_pending = True
             # The loop may close between the check and the call when the agent shuts down.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(publish, peers)
+                loop.call_soon_threadsafe(deliver)
 
         thread = threading.Thread(
             target=self._loop, args=(hand_over,), name="monlat-node-watch", daemon=True
@@ -150,32 +166,53 @@ class KubernetesNodes:
             backoff = min(backoff * 2, self._config.resync_backoff_max_s)
 
     def _list(self) -> str:
-        items: list[dict[str, Any]] = []
-        continue_token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"limit": _LIST_PAGE, "_request_timeout": _REQUEST_TIMEOUT}
-            if continue_token:
-                kwargs["_continue"] = continue_token
-            if self._config.label_selector:
-                kwargs["label_selector"] = self._config.label_selector
-            # Raw JSON: far lighter than generated models for thousands of nodes.
-            response: Any = self._api.list_node(_preload_content=False, **kwargs)
-            page = json.loads(response.data)
-            items.extend(page.get("items") or [])
-            metadata = page.get("metadata") or {}
-            continue_token = metadata.get("continue")
-            if not continue_token:
-                break
-        self._cache.replace(items)
-        unaddressable = self._cache.unaddressable()
+        listed = 0
+        resource_version = ""
+
+        def nodes() -> Iterator[dict[str, Any]]:
+            """The Nodes of every page, fetched as they are consumed: only one page of raw
+            Nodes is alive at a time, however large the cluster."""
+            nonlocal listed, resource_version
+            continue_token: str | None = None
+            while True:
+                kwargs: dict[str, Any] = {
+                    "limit": _LIST_PAGE,
+                    "_request_timeout": _REQUEST_TIMEOUT,
+                }
+                if continue_token:
+                    kwargs["_continue"] = continue_token
+                if self._config.label_selector:
+                    kwargs["label_selector"] = self._config.label_selector
+                # Raw JSON: far lighter than generated models for thousands of nodes.
+                response: Any = self._api.list_node(_preload_content=False, **kwargs)
+                page = json.loads(response.data)
+                del response
+                metadata = page.get("metadata") or {}
+                resource_version = str(metadata.get("resourceVersion", ""))
+                continue_token = metadata.get("continue")
+                items = page.pop("items", None) or []
+                del page
+                listed += len(items)
+                while items:  # hand each Node over and let it go
+                    yield items.pop()
+                if not continue_token:
+                    return
+
+        # Filled outside the lock (pages come over the network), then swapped in whole; a failed
+        # page raises before the swap, and the last known peers stay.
+        fresh = self._new_cache()
+        fresh.replace(nodes())
+        with self._lock:
+            self._cache = fresh
+        unaddressable = fresh.unaddressable()
         self._events.info(
             "nodes_listed",
-            nodes=len(items),
-            peers=len(self._cache.peers()),
+            nodes=listed,
+            peers=len(fresh.peers()),
             unaddressable=",".join(unaddressable) or "none",
-            excluded=",".join(self._cache.excluded()) or "none",
+            excluded=",".join(fresh.excluded()) or "none",
         )
-        return str(metadata.get("resourceVersion", ""))
+        return resource_version
 
     def _watch_from(
         self, resource_version: str, hand_over: Any, reached: Callable[[], None]
@@ -208,6 +245,9 @@ class KubernetesNodes:
             version = (node.get("metadata") or {}).get("resourceVersion")
             if version:
                 resource_version = version
-            if kind in ("ADDED", "MODIFIED", "DELETED") and self._cache.apply(kind, node):
-                hand_over()
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                with self._lock:
+                    changed = self._cache.apply(kind, node)
+                if changed:
+                    hand_over()
         return resource_version
