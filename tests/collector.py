@@ -69,7 +69,11 @@ class Collector:
                  "--set", "service.telemetry.metrics.level=none"],
                 stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
             )  # fmt: skip
-        self.wait_healthy()
+        try:
+            self.wait_healthy()
+        except BaseException:
+            self.stop()  # a collector that never became healthy must not outlive the test
+            raise
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
