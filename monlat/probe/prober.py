@@ -157,9 +157,6 @@ class Prober:
     def families(self) -> frozenset[int]:
         return frozenset(self._channels)
 
-    def in_flight(self) -> int:
-        return sum(len(channel.pending) for channel in self._channels.values())
-
     def set_targets(self, targets: Mapping[str, Target]) -> None:
         """Replace the peer set. Probes to departed peers are dropped, not counted as lost."""
         now = self._clock.monotonic()
