@@ -18,7 +18,7 @@ from typing import TextIO
 from monlat import __version__
 from monlat.config import Config, ConfigError, DiscoveryMode
 from monlat.discovery import PeerMap, PeerSource, diff_peers
-from monlat.discovery.selection import probed_by, select_peers
+from monlat.discovery.selection import plan_peers
 from monlat.discovery.static import StaticPeers
 from monlat.exporters import Export, build_export
 from monlat.httpserver import Handler, HttpServer, Response
@@ -88,11 +88,14 @@ def make_source(config: Config, events: EventLog) -> PeerSource:
             config.node_name,
             peers_file=config.peers_file,
             events=events,
+            dual_stack=config.dual_stack,
         )
-    from monlat.discovery.kubernetes import KubernetesNodes, load_api_client
+    from monlat.discovery.kubernetes import KubernetesNodes, KubernetesPods, load_api_client
 
     assert config.kubernetes is not None
     api_client = load_api_client(config.kubernetes)
+    if config.discovery is DiscoveryMode.PODS:
+        return KubernetesPods(api_client, config.kubernetes, config.node_name, events)
     return KubernetesNodes(api_client, config.kubernetes, config.node_name, events)
 
 
@@ -123,7 +126,12 @@ class Agent:
             clock=time.monotonic,
         )
         snapshots = Snapshots(store)
-        labels = PairLabels(config.node_name, zones=config.zone_labels)
+        labels = PairLabels(
+            config.node_name,
+            zones=config.zone_labels,
+            families=config.dual_stack,
+            network=config.network_label,
+        )
         export = build_export(config, __version__, RttHistograms(snapshots, labels))
         telemetry = Telemetry(
             # No meter version: the collector would see an upgraded agent as a colliding source.
@@ -133,7 +141,11 @@ class Agent:
             socket_kind=transports[socket.AF_INET].kind,
             version=__version__,
         )
-        log = MeasurementLog(self._stdout, config.node_name) if config.log_measurements else None
+        log = (
+            MeasurementLog(self._stdout, config.node_name, network=config.network_label)
+            if config.log_measurements
+            else None
+        )
         typed: dict[int, Transport] = dict(transports)
         prober = Prober(config.node_name, typed, config.probe, _Fanout(store, telemetry, log))
 
@@ -152,9 +164,18 @@ class Agent:
             ) from None
 
         def publish(peers: PeerMap) -> None:
-            self._apply_peers(peers, prober, store)
-            telemetry.expected_probers = probed_by(config.node_name, peers.keys(), config.max_peers)
-            labels.update({name: peer.zone for name, peer in peers.items()}, source.own_zone)
+            zones = {peer.name: peer.zone for peer in peers.values()}
+            plan = plan_peers(
+                config.node_name,
+                zones,
+                own_zone=source.own_zone,
+                max_peers=config.max_peers,
+                cross_zone=config.cross_zone_peers,
+            )
+            labels.update(peers, source.own_zone)
+            chosen = {key: peer for key, peer in peers.items() if peer.name in plan.peers}
+            self._apply_peers(chosen, prober, store)
+            telemetry.expected_probers = plan.expected_probers
 
         self._install_signals()
         self._events.info(
@@ -210,19 +231,17 @@ class Agent:
             names.append(f"otlp({self._config.otlp.protocol} {self._config.otlp.endpoint})")
         return names
 
-    def _apply_peers(self, discovered: PeerMap, prober: Prober, store: ResultStore) -> None:
-        chosen = select_peers(self._config.node_name, discovered.keys(), self._config.max_peers)
-        peers = {name: peer for name, peer in discovered.items() if name in chosen}
+    def _apply_peers(self, peers: PeerMap, prober: Prober, store: ResultStore) -> None:
         changes = diff_peers(self._peers, peers)
         for peer in changes.added:
-            self._events.info("peer_added", peer=peer.name, address=peer.address)
+            self._events.info("peer_added", peer=peer.key, address=peer.address)
         for peer in changes.removed:
-            self._events.info("peer_removed", peer=peer.name, address=peer.address)
+            self._events.info("peer_removed", peer=peer.key, address=peer.address)
         for old, new in changes.changed:
-            self._events.info("peer_changed", peer=new.name, old=old.address, address=new.address)
+            self._events.info("peer_changed", peer=new.key, old=old.address, address=new.address)
         self._peers = dict(peers)
         targets: Mapping[str, Target] = {
-            name: Target(peer.name, peer.address) for name, peer in peers.items()
+            key: Target(key, peer.address) for key, peer in peers.items()
         }
         unreachable = [t.name for t in targets.values() if t.family not in prober.families]
         for name in unreachable:

@@ -21,7 +21,8 @@ class ConfigError(Exception):
 
 class DiscoveryMode(enum.Enum):
     STATIC = "static"
-    KUBERNETES = "kubernetes"
+    KUBERNETES = "kubernetes"  # peers are the cluster's Nodes (host network)
+    PODS = "pods"  # peers are the pod-network agents' Pods, probed at their pod IPs
 
 
 class SocketMode(enum.Enum):
@@ -65,9 +66,12 @@ class KubernetesConfig:
     label_selector: str | None
     address_types: tuple[str, ...]
     ip_family: IpFamily | None
+    dual_stack: bool = False
     skip_not_ready: bool = True
     skip_cordoned: bool = True
     resync_backoff_max_s: float = 30.0
+    pod_namespace: str | None = None  # pods discovery only
+    pod_selector: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,13 @@ class Config:
     shutdown_timeout_s: float
     max_peers: int | None = None  # None: probe every peer
     zone_labels: bool = False
+    # IPv4 and IPv6 side by side: a peer per node and family, every series labelled by family.
+    dual_stack: bool = False
+    # Probe every peer in the own zone (or max_peers of them) and this many in each other zone.
+    cross_zone_peers: int | None = None
+    # A `network` label on every series (e.g. "pod" for the pod-network DaemonSet), so that
+    # two agents on one node measuring different paths stay apart.
+    network_label: str | None = None
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|s|m|h)?\s*$")
@@ -149,14 +160,15 @@ def parse_ip(setting: str, text: str) -> str:
 _NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 
 
-def parse_peers(setting: str, text: str) -> tuple[StaticPeer, ...]:
+def parse_peers(setting: str, text: str, *, dual_stack: bool = False) -> tuple[StaticPeer, ...]:
     """Parse `name=address,address,...` (a bare address names itself).
 
     Commas and newlines both separate entries so the same parser reads a peers file;
-    `#` starts a comment.
+    `#` starts a comment. In dual-stack mode a name may be listed once per address family.
     """
     peers: list[StaticPeer] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, int]] = set()
+    families: set[tuple[str, int]] = set()
     for raw_line in text.splitlines():
         line = raw_line.split("#", 1)[0]
         for item in line.split(","):
@@ -169,10 +181,23 @@ def parse_peers(setting: str, text: str) -> tuple[StaticPeer, ...]:
             name = name.strip()
             if not _NAME.match(name):
                 raise ConfigError(setting, f"invalid peer name {name!r}")
-            if name in seen:
-                raise ConfigError(setting, f"peer {name!r} listed twice")
-            seen.add(name)
-            peers.append(StaticPeer(name, parse_ip(setting, address)))
+            ip = parse_ip(setting, address)
+            version = ipaddress.ip_address(ip).version
+            key = (name, version if dual_stack else 0)
+            if key in seen:
+                if dual_stack:
+                    problem = f"peer {name!r} listed twice for IPv{version}"
+                elif (name, version) in families:
+                    problem = f"peer {name!r} listed twice"
+                else:
+                    problem = (
+                        f"peer {name!r} listed twice (to probe IPv4 and IPv6 side by side "
+                        "use --ip-family dual)"
+                    )
+                raise ConfigError(setting, problem)
+            seen.add(key)
+            families.add((name, version))
+            peers.append(StaticPeer(name, ip))
     return tuple(peers)
 
 

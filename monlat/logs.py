@@ -8,12 +8,15 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from monlat.discovery import split_key
+
 _BARE = re.compile(r"^[A-Za-z0-9_.:/@+-]+$")
 
 
-def measurement_line(source: str, target: str, rtt_ms: float) -> str:
-    """`latency_between_nodes{from="node2",to="node3"} 0.387`, as the original agents printed."""
-    return f'latency_between_nodes{{from="{source}",to="{target}"}} {rtt_ms:.3f}'
+def measurement_line(source: str, target: str, rtt_ms: float, extra: str = "") -> str:
+    """`latency_between_nodes{from="node2",to="node3"} 0.387`, as the original agents printed;
+    `extra` holds further labels (`,family="ipv6"`) when the series carry them."""
+    return f'latency_between_nodes{{from="{source}",to="{target}"{extra}}} {rtt_ms:.3f}'
 
 
 class MeasurementLog:
@@ -27,15 +30,20 @@ class MeasurementLog:
         *,
         flush_every_s: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
+        network: str | None = None,
     ) -> None:
         self._stream = stream
         self._source = source
+        self._network = f',network="{network}"' if network else ""
         self._flush_every_s = flush_every_s
         self._clock = clock
         self._flushed_at = clock()
 
     def write(self, target: str, rtt_s: float) -> None:
-        self._stream.write(measurement_line(self._source, target, rtt_s * 1000.0) + "\n")
+        """`target` is a peer key: a node name, or `name/family` in dual-stack mode."""
+        name, family = split_key(target)
+        extra = (f',family="{family}"' if family else "") + self._network
+        self._stream.write(measurement_line(self._source, name, rtt_s * 1000.0, extra) + "\n")
         now = self._clock()
         if now - self._flushed_at >= self._flush_every_s:
             self._stream.flush()

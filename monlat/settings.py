@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,12 +32,16 @@ from monlat.config import (
     parse_peers,
     validate_otlp_endpoint,
 )
+from monlat.discovery import family_of
 
 DEFAULT_LISTEN = "0.0.0.0:9090"
 # With no peers configured the agent probes this machine's loopback, so that a first run shows
 # measurements at once; the start-up log says so.
 DEFAULT_PEERS = (StaticPeer("localhost", "127.0.0.1"),)
 ADDRESS_TYPES = ("InternalIP", "ExternalIP", "Hostname")
+DEFAULT_POD_SELECTOR = "app.kubernetes.io/name=monlat-agent-pod-network"
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,17 +61,43 @@ class _Flag:
 
 _AGENT_FLAGS = (
     _Flag("--node-name", "NODE_NAME", "this node's name (the `from` label); default: host name"),
-    _Flag("--discovery", "MONLAT_DISCOVERY", "static or kubernetes; default: kubernetes in a pod"),
+    _Flag(
+        "--discovery",
+        "MONLAT_DISCOVERY",
+        "static, kubernetes (Nodes) or pods (pod-network agents' Pods); default: kubernetes in "
+        "a pod",
+    ),
     _Flag("--peers", "MONLAT_PEERS", "static peers: name=address,name=address,..."),
     _Flag("--peers-file", "MONLAT_PEERS_FILE", "file of static peers, one name=address per line"),
     _Flag("--kubeconfig", "KUBECONFIG", "kubeconfig to use outside a pod"),
     _Flag("--node-selector", "MONLAT_NODE_SELECTOR", "label selector limiting the watched Nodes"),
     _Flag(
+        "--pod-selector",
+        "MONLAT_POD_SELECTOR",
+        f"pods discovery: label selector of the agents' Pods; default {DEFAULT_POD_SELECTOR}",
+    ),
+    _Flag(
+        "--pod-namespace",
+        "POD_NAMESPACE",
+        "pods discovery: namespace of the agents' Pods; default: this pod's namespace",
+    ),
+    _Flag(
+        "--network-label",
+        "MONLAT_NETWORK_LABEL",
+        "add network=VALUE to every series (the path measured); default pod with pods "
+        "discovery, none otherwise",
+    ),
+    _Flag(
         "--address-types",
         "MONLAT_ADDRESS_TYPES",
         "Node address types in order of preference; default InternalIP,ExternalIP",
     ),
-    _Flag("--ip-family", "MONLAT_IP_FAMILY", "prefer ipv4 or ipv6 node addresses; default ipv4"),
+    _Flag(
+        "--ip-family",
+        "MONLAT_IP_FAMILY",
+        "ipv4 or ipv6 (preferred node address), any (first address), or dual (both, side by "
+        "side, every series labelled family=ipv4|ipv6); default ipv4",
+    ),
     _Flag("--skip-not-ready", "MONLAT_SKIP_NOT_READY", "leave NotReady nodes out; default true"),
     _Flag(
         "--skip-cordoned",
@@ -78,6 +109,13 @@ _AGENT_FLAGS = (
         "MONLAT_MAX_PEERS",
         "probe only K peers, chosen so that every node is probed by K others; default all",
         "K",
+    ),
+    _Flag(
+        "--cross-zone-peers",
+        "MONLAT_CROSS_ZONE_PEERS",
+        "probe every peer in the own zone (or --max-peers of them) and N in each other zone; "
+        "default: no zone rule",
+        "N",
     ),
     _Flag(
         "--zone-labels",
@@ -152,13 +190,14 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
 
     discovery = _discovery_mode(settings, environ)
     node_name = _node_name(settings, discovery)
+    family, dual_stack = _ip_family(settings)
     static_peers: tuple[StaticPeer, ...] = ()
     peers_file: Path | None = None
     kubernetes: KubernetesConfig | None = None
     if discovery is DiscoveryMode.STATIC:
-        static_peers, peers_file = _static_peers(settings)
+        static_peers, peers_file = _static_peers(settings, dual_stack)
     else:
-        kubernetes = _kubernetes_config(settings, environ)
+        kubernetes = _kubernetes_config(settings, environ, discovery, family, dual_stack)
 
     probe = _probe_config(settings)
     exporters = _exporters(settings, discovery)
@@ -179,6 +218,20 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
     max_peers_found = settings.get("--max-peers")
     max_peers = _int_setting(settings, "--max-peers", "0", 1, 100_000) if max_peers_found else None
     zone_setting, zone_text = settings.text("--zone-labels", "false")
+    zone_labels = parse_bool(zone_setting, zone_text)
+    cross_zone = (
+        _int_setting(settings, "--cross-zone-peers", "0", 1, 100_000)
+        if settings.get("--cross-zone-peers")
+        else None
+    )
+    if discovery is not DiscoveryMode.KUBERNETES:
+        # Zones come from the Nodes' topology label; neither static peers nor Pods carry it.
+        cross_setting = (settings.get("--cross-zone-peers") or ("--cross-zone-peers", ""))[0]
+        for setting, wanted in ((zone_setting, zone_labels), (cross_setting, cross_zone)):
+            if wanted:
+                raise ConfigError(
+                    setting, "needs --discovery kubernetes (zones come from the Node labels)"
+                )
 
     return Config(
         node_name=node_name,
@@ -195,8 +248,35 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
         window_s=window,
         shutdown_timeout_s=parse_duration(shutdown_setting, shutdown_text),
         max_peers=max_peers,
-        zone_labels=parse_bool(zone_setting, zone_text),
+        zone_labels=zone_labels,
+        dual_stack=dual_stack,
+        cross_zone_peers=cross_zone,
+        network_label=_network_label(settings, discovery),
     )
+
+
+def _network_label(settings: _Settings, discovery: DiscoveryMode) -> str | None:
+    default = "pod" if discovery is DiscoveryMode.PODS else ""
+    setting, text = settings.text("--network-label", default)
+    if not text or text.lower() == "none":
+        return None
+    if not _LABEL_VALUE.match(text):
+        raise ConfigError(setting, f"invalid label value {text!r} (letters, digits, . _ -)")
+    return text
+
+
+def _ip_family(settings: _Settings) -> tuple[IpFamily | None, bool]:
+    """(preferred family or None for any, dual-stack)."""
+    setting, text = settings.text("--ip-family", "ipv4")
+    lowered = text.lower()
+    if lowered == "dual":
+        return None, True
+    if lowered == "any":
+        return None, False
+    try:
+        return IpFamily(lowered), False
+    except ValueError:
+        raise ConfigError(setting, f"expected ipv4, ipv6, any or dual, got {text!r}") from None
 
 
 def _discovery_mode(settings: _Settings, environ: Mapping[str, str]) -> DiscoveryMode:
@@ -209,13 +289,13 @@ def _discovery_mode(settings: _Settings, environ: Mapping[str, str]) -> Discover
     try:
         return DiscoveryMode(text.lower())
     except ValueError:
-        raise ConfigError(setting, f"expected static or kubernetes, got {text!r}") from None
+        raise ConfigError(setting, f"expected static, kubernetes or pods, got {text!r}") from None
 
 
 def _node_name(settings: _Settings, discovery: DiscoveryMode) -> str:
     found = settings.get("--node-name")
     if found is None:
-        if discovery is DiscoveryMode.KUBERNETES:
+        if discovery is not DiscoveryMode.STATIC:
             raise ConfigError(
                 "--node-name",
                 "required with Kubernetes discovery (set NODE_NAME from spec.nodeName)",
@@ -227,10 +307,12 @@ def _node_name(settings: _Settings, discovery: DiscoveryMode) -> str:
     return text
 
 
-def _static_peers(settings: _Settings) -> tuple[tuple[StaticPeer, ...], Path | None]:
+def _static_peers(
+    settings: _Settings, dual_stack: bool
+) -> tuple[tuple[StaticPeer, ...], Path | None]:
     """Peers from --peers, and the peers file (read here only to validate it at start-up)."""
     found = settings.get("--peers")
-    peers = parse_peers(*found) if found else ()
+    peers = parse_peers(*found, dual_stack=dual_stack) if found else ()
     file_found = settings.get("--peers-file")
     if not file_found:
         return peers or DEFAULT_PEERS, None
@@ -239,14 +321,44 @@ def _static_peers(settings: _Settings) -> tuple[tuple[StaticPeer, ...], Path | N
         content = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(setting, f"cannot read {path}: {err.strerror}") from None
-    in_file = {peer.name for peer in parse_peers(setting, content)}
-    twice = sorted(in_file & {peer.name for peer in peers})
+
+    def identities(listed: tuple[StaticPeer, ...]) -> set[tuple[str, str]]:
+        return {(p.name, family_of(p.address) if dual_stack else "") for p in listed}
+
+    in_file = identities(parse_peers(setting, content, dual_stack=dual_stack))
+    twice = sorted(name for name, _ in in_file & identities(peers))
     if twice:
         raise ConfigError(setting, f"peer {twice[0]!r} is also given by --peers")
     return peers, Path(path)
 
 
-def _kubernetes_config(settings: _Settings, environ: Mapping[str, str]) -> KubernetesConfig:
+def _pod_namespace(settings: _Settings) -> str:
+    found = settings.get("--pod-namespace")
+    if found is None:
+        try:
+            text = SERVICE_ACCOUNT_NAMESPACE.read_text(encoding="utf-8").strip()
+        except OSError:
+            text = ""
+        if not text:
+            raise ConfigError(
+                "--pod-namespace",
+                "required outside a pod with pods discovery (set POD_NAMESPACE from "
+                "metadata.namespace)",
+            )
+        found = (str(SERVICE_ACCOUNT_NAMESPACE), text)
+    setting, text = found
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", text):
+        raise ConfigError(setting, f"invalid namespace {text!r}")
+    return text
+
+
+def _kubernetes_config(
+    settings: _Settings,
+    environ: Mapping[str, str],
+    discovery: DiscoveryMode,
+    family: IpFamily | None,
+    dual_stack: bool,
+) -> KubernetesConfig:
     kubeconfig: str | None = None
     found = settings.get("--kubeconfig")
     if found:
@@ -272,21 +384,20 @@ def _kubernetes_config(settings: _Settings, environ: Mapping[str, str]) -> Kuber
             types_setting, f"unknown address type {unknown[0] if unknown else types_text!r}"
         )
 
-    family: IpFamily | None = IpFamily.IPV4
-    family_found = settings.get("--ip-family")
-    if family_found:
-        setting, text = family_found
-        try:
-            family = None if text.lower() == "any" else IpFamily(text.lower())
-        except ValueError:
-            raise ConfigError(setting, f"expected ipv4, ipv6 or any, got {text!r}") from None
-
     selector = settings.get("--node-selector")
+    pod_namespace: str | None = None
+    pod_selector: str | None = None
+    if discovery is DiscoveryMode.PODS:
+        pod_namespace = _pod_namespace(settings)
+        pod_selector = settings.text("--pod-selector", DEFAULT_POD_SELECTOR)[1]
     return KubernetesConfig(
+        pod_namespace=pod_namespace,
+        pod_selector=pod_selector,
         kubeconfig=kubeconfig,
         label_selector=selector[1] if selector else None,
         address_types=types,
         ip_family=family,
+        dual_stack=dual_stack,
         skip_not_ready=parse_bool(*settings.text("--skip-not-ready", "true")),
         skip_cordoned=parse_bool(*settings.text("--skip-cordoned", "true")),
     )
@@ -336,7 +447,7 @@ def _exporters(settings: _Settings, discovery: DiscoveryMode) -> frozenset[str]:
             if name != "none":
                 chosen.add(name)
     else:
-        chosen.add("otlp" if discovery is DiscoveryMode.KUBERNETES else "prometheus")
+        chosen.add("prometheus" if discovery is DiscoveryMode.STATIC else "otlp")
     if settings.get("--prometheus"):
         chosen.add("prometheus")
     if settings.get("--otlp-endpoint"):

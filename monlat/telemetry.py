@@ -23,6 +23,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from prometheus_client.core import HistogramMetricFamily
 
+from monlat.discovery import PeerMap, split_key
 from monlat.probe.icmp import Ignored
 from monlat.results import PeerSummary, ResultStore
 
@@ -70,35 +71,59 @@ class Snapshots:
 
 
 class PairLabels:
-    """The attributes of a (from, to) series; with zone labels on, from_zone and to_zone too.
+    """The attributes of a (from, to) series, by peer key.
 
-    Updated on the event loop when peers change, read from exporter threads: the zone map is
-    replaced whole, never mutated.
+    Optional, in this order after from/to: family (dual-stack), network (which path a
+    second DaemonSet measures, e.g. pod), from_zone and to_zone. Updated on the event loop when
+    peers change, read from exporter threads: the peer map is replaced whole, never mutated.
     """
 
-    def __init__(self, node_name: str, *, zones: bool = False) -> None:
+    def __init__(
+        self,
+        node_name: str,
+        *,
+        zones: bool = False,
+        families: bool = False,
+        network: str | None = None,
+    ) -> None:
         self.node = node_name
         self.zones = zones
-        self._peer_zones: Mapping[str, str] = {}
+        self.families = families
+        self.network = network
+        self._peers: Mapping[str, tuple[str, str]] = {}  # key -> (zone, family)
         self._own_zone = ""
 
-    def update(self, peer_zones: Mapping[str, str | None], own_zone: str | None) -> None:
-        self._peer_zones = {peer: zone or "" for peer, zone in peer_zones.items()}
+    def update(self, peers: PeerMap, own_zone: str | None) -> None:
+        self._peers = {key: (peer.zone or "", peer.family or "") for key, peer in peers.items()}
         self._own_zone = own_zone or ""
 
     @property
     def names(self) -> list[str]:
-        return ["from", "to", "from_zone", "to_zone"] if self.zones else ["from", "to"]
+        names = ["from", "to"]
+        if self.families:
+            names.append("family")
+        if self.network:
+            names.append("network")
+        if self.zones:
+            names += ["from_zone", "to_zone"]
+        return names
 
-    def of(self, peer: str) -> dict[str, str]:
-        if not self.zones:
-            return {"from": self.node, "to": peer}
-        return {
-            "from": self.node,
-            "to": peer,
-            "from_zone": self._own_zone,
-            "to_zone": self._peer_zones.get(peer, ""),
-        }
+    def agent(self) -> dict[str, str]:
+        """Attributes of this agent's own series (peers, info, send lag, ignored packets)."""
+        return {"from": self.node, "network": self.network} if self.network else {"from": self.node}
+
+    def of(self, key: str) -> dict[str, str]:
+        name, family = split_key(key)
+        zone, _ = self._peers.get(key, ("", ""))
+        labels = {"from": self.node, "to": name}
+        if self.families:
+            labels["family"] = family or ""
+        if self.network:
+            labels["network"] = self.network
+        if self.zones:
+            labels["from_zone"] = self._own_zone
+            labels["to_zone"] = zone
+        return labels
 
 
 class RttHistograms:
@@ -174,6 +199,7 @@ class Telemetry:
         self._snapshots = snapshots
         self._labels = labels
         self._from = labels.node
+        self._agent = labels.agent()
         self._ignored: dict[Ignored, int] = dict.fromkeys(Ignored, 0)
         self._info = {"version": version, "socket": socket_kind}
         # How many agents are expected to probe this node (with --max-peers, K): compare with
@@ -234,7 +260,7 @@ class Telemetry:
         self._ignored[reason] += 1
 
     def on_send_lag(self, lag_s: float) -> None:
-        self._send_lag.record(lag_s, {"from": self._from})
+        self._send_lag.record(lag_s, self._agent)
 
     # Callbacks (exporter threads).
 
@@ -272,15 +298,16 @@ class Telemetry:
 
     def _observe_ignored(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
-            Observation(count, {"from": self._from, "reason": reason.value})
+            Observation(count, {**self._agent, "reason": reason.value})
             for reason, count in list(self._ignored.items())
         ]
 
     def _observe_peers(self, options: CallbackOptions) -> Sequence[Observation]:
-        return [Observation(len(self._snapshots.store), {"from": self._from})]
+        return [Observation(len(self._snapshots.store), self._agent)]
 
     def _observe_expected_probers(self, options: CallbackOptions) -> Sequence[Observation]:
-        return [Observation(self.expected_probers, {"to": self._from})]
+        to = {"to": self._from, **{k: v for k, v in self._agent.items() if k != "from"}}
+        return [Observation(self.expected_probers, to)]
 
     def _observe_info(self, options: CallbackOptions) -> Sequence[Observation]:
-        return [Observation(1, {"from": self._from, **self._info})]
+        return [Observation(1, {**self._agent, **self._info})]

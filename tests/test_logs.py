@@ -35,3 +35,14 @@ def test_event_log_is_logfmt_with_quoting() -> None:
     line = stream.getvalue().strip()
     assert line.startswith("time=")
     assert ' level=warn event=peer_skipped peer=n1 reason="no \\"socket\\" here"' in line
+
+
+def test_measurement_lines_carry_family_and_network_when_the_series_do() -> None:
+    stream = io.StringIO()
+    log = MeasurementLog(stream, "a", network="pod")
+    log.write("b/ipv6", 0.0004)
+    log.write("b", 0.0005)
+    assert stream.getvalue().splitlines() == [
+        'latency_between_nodes{from="a",to="b",family="ipv6",network="pod"} 0.400',
+        'latency_between_nodes{from="a",to="b",network="pod"} 0.500',
+    ]

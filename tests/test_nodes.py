@@ -99,5 +99,44 @@ def test_own_cordon_and_zone_are_news_but_not_peers() -> None:
     zoned = node("self", ("InternalIP", "10.0.0.1"))
     zoned["metadata"]["labels"] = {"topology.kubernetes.io/zone": "eu-1a"}
     assert cache.apply("MODIFIED", zoned)
-    assert cache.self_state is not None and cache.self_state.peer is not None
-    assert cache.self_state.peer.zone == "eu-1a"
+    assert cache.self_state is not None
+    assert cache.self_state.zone == "eu-1a"
+
+
+def test_dual_stack_takes_one_address_per_family_from_the_first_type_that_has_it() -> None:
+    policy = AddressPolicy(types=("InternalIP", "ExternalIP"), family=None, dual_stack=True)
+    both = node(
+        "a",
+        ("ExternalIP", "2001:db8::9"),
+        ("InternalIP", "fd00::5"),
+        ("InternalIP", "10.0.0.5"),
+        ("ExternalIP", "203.0.113.5"),
+    )
+    v4_external_only = node("b", ("InternalIP", "fd00::6"), ("ExternalIP", "203.0.113.6"))
+    only_v4 = node("c", ("InternalIP", "10.0.0.7"))
+    cache = NodeCache("self", policy)
+    cache.replace([both, v4_external_only, only_v4])
+    assert cache.peers() == {
+        "a/ipv4": Peer("a", "10.0.0.5", family="ipv4"),
+        "a/ipv6": Peer("a", "fd00::5", family="ipv6"),
+        "b/ipv4": Peer("b", "203.0.113.6", family="ipv4"),
+        "b/ipv6": Peer("b", "fd00::6", family="ipv6"),
+        "c/ipv4": Peer("c", "10.0.0.7", family="ipv4"),
+    }
+    assert cache.summary()["peers"] == 3  # nodes, not per-family peers
+    # A node gaining its IPv6 address adds one peer; losing it removes only that one.
+    assert cache.apply("MODIFIED", node("c", ("InternalIP", "10.0.0.7"), ("InternalIP", "fd00::7")))
+    assert cache.peers()["c/ipv6"] == Peer("c", "fd00::7", family="ipv6")
+    assert cache.apply("MODIFIED", only_v4)
+    assert "c/ipv6" not in cache.peers() and "c/ipv4" in cache.peers()
+
+
+def test_dual_stack_diff_sees_families_as_separate_peers() -> None:
+    old = {"a/ipv4": Peer("a", "10.0.0.1", family="ipv4")}
+    new = {
+        "a/ipv4": Peer("a", "10.0.0.1", family="ipv4"),
+        "a/ipv6": Peer("a", "fd00::1", family="ipv6"),
+    }
+    changes = diff_peers(old, new)
+    assert changes.added == (Peer("a", "fd00::1", family="ipv6"),)
+    assert not changes.removed and not changes.changed

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from monlat.discovery.selection import PeerRing, probed_by, select_peers
+from monlat.discovery.selection import PeerRing, plan_peers, probed_by, select_peers
 
 
 def choices(names: list[str], k: int) -> dict[str, set[str]]:
@@ -86,3 +86,84 @@ def test_choice_is_the_same_in_every_agent_and_run() -> None:
     }
     assert len(outputs) == 1
     assert outputs.pop().strip() == str(sorted(select_peers("n7", names, 3)))
+
+
+# --- own zone in full, a sample across zones (--cross-zone-peers) --------------------------------
+
+
+def zoned_choices(
+    zones: dict[str, str], k: int, max_peers: int | None = None
+) -> dict[str, set[str]]:
+    return {
+        name: set(plan_peers(name, zones, own_zone=zone, max_peers=max_peers, cross_zone=k).peers)
+        for name, zone in zones.items()
+    }
+
+
+def three_zones(nodes: int) -> dict[str, str]:
+    # Unequal zones, as in real clusters.
+    return {f"node-{i:05d}": ("a", "a", "a", "b", "b", "c")[i % 6] for i in range(nodes)}
+
+
+@pytest.mark.parametrize(("nodes", "k"), [(300, 3), (1_000, 5)])
+def test_every_same_zone_peer_and_k_in_each_other_zone(nodes: int, k: int) -> None:
+    zones = three_zones(nodes)
+    sizes = {zone: list(zones.values()).count(zone) for zone in "abc"}
+    chosen = zoned_choices(zones, k)
+    for name, peers in chosen.items():
+        own = zones[name]
+        per_zone = {zone: sum(1 for p in peers if zones[p] == zone) for zone in "abc"}
+        assert per_zone[own] == sizes[own] - 1 and name not in peers
+        assert all(per_zone[zone] == k for zone in "abc" if zone != own)
+    # Each node is probed by every node of its zone and, from every other zone, by about
+    # k · |that zone| / |its zone|; the agents' own count (the expected-probers gauge) is exact.
+    counts = incoming(chosen)
+    for name in list(zones)[:60]:
+        assert (
+            counts[name]
+            == plan_peers(name, zones, own_zone=zones[name], cross_zone=k).expected_probers
+        )
+    for target_zone in "abc":
+        for source_zone in set("abc") - {target_zone}:
+            per_node = [
+                sum(1 for src in chosen if zones[src] == source_zone and dst in chosen[src])
+                for dst in zones
+                if zones[dst] == target_zone
+            ]
+            expected = k * sizes[source_zone] / sizes[target_zone]
+            mean = sum(per_node) / len(per_node)
+            assert abs(mean - expected) < 1e-9  # every choice lands somewhere
+            assert min(per_node) >= 0 and max(per_node) <= 8 * expected + 5
+    blind = [name for name, count in counts.items() if count == 0]
+    assert not blind
+
+
+def test_cross_zone_churn_moves_only_the_choices_pointing_at_the_changed_node() -> None:
+    zones = three_zones(600)
+    before = pairs(zoned_choices(zones, 3))
+    joined = pairs(zoned_choices({**zones, "newcomer": "b"}, 3))
+    changed = before ^ joined
+    # The newcomer's own pairs, its zone-b peers' new pair to it, and the cross-zone choices
+    # that now land on it instead of on its ring successor.
+    print(f"\n600 nodes in 3 zones, 3 per other zone: a join changes {len(changed)} pairs")
+    own_pairs = {p for p in changed if "newcomer" in p}
+    moved = changed - own_pairs
+    assert all(zones[dst] == "b" for _, dst in moved)  # only choices into its zone moved
+    # Each such choice drops one pair (its old target) and adds one to the newcomer.
+    assert moved <= before and len(moved) == sum(
+        1 for src, dst in joined if dst == "newcomer" and zones[src] != "b"
+    )
+
+
+def test_max_peers_still_caps_the_own_zone() -> None:
+    zones = three_zones(120)
+    plan = plan_peers("node-00000", zones, own_zone="a", max_peers=4, cross_zone=2)
+    assert sum(1 for p in plan.peers if zones[p] == "a") == 4
+    assert sum(1 for p in plan.peers if zones[p] != "a") == 4
+
+
+def test_nodes_without_a_zone_form_their_own_group() -> None:
+    zones: dict[str, str | None] = {"a": "z1", "b": "z1", "c": None, "d": None}
+    plan = plan_peers("a", zones, own_zone="z1", cross_zone=1)
+    assert "b" in plan.peers and len(plan.peers & {"c", "d"}) == 1
+    assert plan_peers("c", zones, own_zone=None, cross_zone=5).peers == {"a", "b", "d"}

@@ -1,4 +1,5 @@
-"""Peers from the Kubernetes API: list, then watch Nodes from the list's resourceVersion.
+"""Peers from the Kubernetes API: list, then watch Nodes (or the pod-network agents' Pods) from
+the list's resourceVersion.
 
 The `kubernetes` client blocks, so the list/watch loop runs in one worker thread and hands each
 new peer set to the event loop. While the API server is unreachable the last known peers stay in
@@ -12,8 +13,8 @@ import contextlib
 import functools
 import json
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
 
 import kubernetes.client
 import kubernetes.config
@@ -22,8 +23,9 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from monlat.config import ConfigError, KubernetesConfig
-from monlat.discovery import PeerCallback
+from monlat.discovery import Peer, PeerCallback
 from monlat.discovery.nodes import AddressPolicy, Eligibility, NodeCache
+from monlat.discovery.pods import PodCache
 from monlat.logs import EventLog
 
 _WATCH_SECONDS = 300
@@ -48,24 +50,37 @@ def load_api_client(config: KubernetesConfig) -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
-class KubernetesNodes:
+class ObjectCache(Protocol):
+    """What the list/watch loop keeps: Nodes or Pods, as JSON, turned into peers."""
+
+    def replace(self, objects: Iterable[Mapping[str, Any]]) -> None: ...
+    def apply(self, event_type: str, obj: Mapping[str, Any]) -> bool: ...
+    def peers(self) -> dict[str, Peer]: ...
+    def summary(self) -> dict[str, object]: ...
+
+
+class _ListWatch:
+    """List, then watch one kind of object into a cache, in a worker thread."""
+
+    kind = "objects"  # for log events: nodes_listed, pods_listed
+    thread_name = "monlat-watch"
+
     def __init__(
         self,
-        api_client: kubernetes.client.ApiClient,
-        config: KubernetesConfig,
-        self_name: str,
+        list_call: Callable[..., Any],
+        fixed: Mapping[str, Any],
+        label_selector: str | None,
+        new_cache: Callable[[], ObjectCache],
+        backoff_max_s: float,
         events: EventLog,
     ) -> None:
-        self._api = kubernetes.client.CoreV1Api(api_client)
-        self._config = config
-        self._new_cache = functools.partial(
-            NodeCache,
-            self_name,
-            AddressPolicy(config.address_types, config.ip_family),
-            Eligibility(config.skip_not_ready, config.skip_cordoned),
-        )
-        self._cache = self._new_cache()
-        self._skip_cordoned = config.skip_cordoned
+        self._list_call = list_call  # a generated CoreV1Api list method (watch reads its doc)
+        self._fixed = dict(fixed)  # e.g. the namespace of the Pods
+        if label_selector:
+            self._fixed["label_selector"] = label_selector
+        self._new_cache = new_cache
+        self._cache = new_cache()
+        self._backoff_max_s = backoff_max_s
         self._events = events
         self._stop = threading.Event()
         self._watch: kubernetes.watch.Watch | None = None
@@ -75,18 +90,13 @@ class KubernetesNodes:
         self.synced = threading.Event()  # set after the first successful list
 
     def ready(self) -> tuple[bool, str]:
-        """Ready once listed, and unless this agent's own node is cordoned (when skipped)."""
         if not self.synced.is_set():
-            return False, "waiting for the first list of Nodes"
-        own = self._cache.self_state
-        if self._skip_cordoned and own is not None and own.cordoned:
-            return False, "this node is cordoned"
+            return False, f"waiting for the first list of {self.kind.capitalize()}"
         return True, "ready"
 
     @property
     def own_zone(self) -> str | None:
-        own = self._cache.self_state
-        return own.peer.zone if own is not None and own.peer is not None else None
+        return None
 
     async def run(self, publish: PeerCallback) -> None:
         loop = asyncio.get_running_loop()
@@ -111,7 +121,7 @@ class KubernetesNodes:
                 loop.call_soon_threadsafe(deliver)
 
         thread = threading.Thread(
-            target=self._loop, args=(hand_over,), name="monlat-node-watch", daemon=True
+            target=self._loop, args=(hand_over,), name=self.thread_name, daemon=True
         )
         thread.start()
         try:
@@ -163,28 +173,26 @@ class KubernetesNodes:
                     )
                 outage = True
             self._stop.wait(backoff)
-            backoff = min(backoff * 2, self._config.resync_backoff_max_s)
+            backoff = min(backoff * 2, self._backoff_max_s)
 
     def _list(self) -> str:
-        listed = 0
         resource_version = ""
 
-        def nodes() -> Iterator[dict[str, Any]]:
-            """The Nodes of every page, fetched as they are consumed: only one page of raw
-            Nodes is alive at a time, however large the cluster."""
-            nonlocal listed, resource_version
+        def objects() -> Iterator[dict[str, Any]]:
+            """The objects of every page, fetched as they are consumed: only one page of raw
+            objects is alive at a time, however large the cluster."""
+            nonlocal resource_version
             continue_token: str | None = None
             while True:
                 kwargs: dict[str, Any] = {
+                    **self._fixed,
                     "limit": _LIST_PAGE,
                     "_request_timeout": _REQUEST_TIMEOUT,
                 }
                 if continue_token:
                     kwargs["_continue"] = continue_token
-                if self._config.label_selector:
-                    kwargs["label_selector"] = self._config.label_selector
-                # Raw JSON: far lighter than generated models for thousands of nodes.
-                response: Any = self._api.list_node(_preload_content=False, **kwargs)
+                # Raw JSON: far lighter than generated models for thousands of objects.
+                response: Any = self._list_call(_preload_content=False, **kwargs)
                 page = json.loads(response.data)
                 del response
                 metadata = page.get("metadata") or {}
@@ -192,8 +200,7 @@ class KubernetesNodes:
                 continue_token = metadata.get("continue")
                 items = page.pop("items", None) or []
                 del page
-                listed += len(items)
-                while items:  # hand each Node over and let it go
+                while items:  # hand each object over and let it go
                     yield items.pop()
                 if not continue_token:
                     return
@@ -201,30 +208,24 @@ class KubernetesNodes:
         # Filled outside the lock (pages come over the network), then swapped in whole; a failed
         # page raises before the swap, and the last known peers stay.
         fresh = self._new_cache()
-        fresh.replace(nodes())
+        fresh.replace(objects())
         with self._lock:
             self._cache = fresh
-        unaddressable = fresh.unaddressable()
-        self._events.info(
-            "nodes_listed",
-            nodes=listed,
-            peers=len(fresh.peers()),
-            unaddressable=",".join(unaddressable) or "none",
-            excluded=",".join(fresh.excluded()) or "none",
-        )
+        self._events.info(f"{self.kind}_listed", **fresh.summary())
         return resource_version
 
     def _watch_from(
         self, resource_version: str, hand_over: Any, reached: Callable[[], None]
     ) -> str:
         self._watch = kubernetes.watch.Watch()
-        list_node = self._api.list_node
+        list_call = self._list_call
+        fixed = {k: v for k, v in self._fixed.items() if k != "label_selector"}
 
-        # Watch.stream() reads list_node's signature and docstring (kept by wraps) for the
-        # event type; the wrapper only notes that the server accepted the watch (2xx).
-        @functools.wraps(list_node)
+        # Watch.stream() reads the list method's signature and docstring (kept by wraps) for
+        # the event type; the wrapper only notes that the server accepted the watch (2xx).
+        @functools.wraps(list_call)
         def connect(*args: Any, **kwargs: Any) -> Any:
-            response = list_node(*args, **kwargs)
+            response = list_call(*args, **fixed, **kwargs)
             reached()
             return response
 
@@ -234,20 +235,96 @@ class KubernetesNodes:
             "timeout_seconds": _WATCH_SECONDS,
             "_request_timeout": _REQUEST_TIMEOUT,
         }
-        if self._config.label_selector:
-            kwargs["label_selector"] = self._config.label_selector
+        if "label_selector" in self._fixed:
+            kwargs["label_selector"] = self._fixed["label_selector"]
         for event in self._watch.stream(connect, **kwargs):
             if self._stop.is_set():
                 break
             # The client's 410 handling needs deserialised events; the raw JSON is kept beside.
             kind = event.get("type")
-            node = event.get("raw_object") or {}
-            version = (node.get("metadata") or {}).get("resourceVersion")
+            obj = event.get("raw_object") or {}
+            version = (obj.get("metadata") or {}).get("resourceVersion")
             if version:
                 resource_version = version
             if kind in ("ADDED", "MODIFIED", "DELETED"):
                 with self._lock:
-                    changed = self._cache.apply(kind, node)
+                    changed = self._cache.apply(kind, obj)
                 if changed:
                     hand_over()
         return resource_version
+
+
+class KubernetesNodes(_ListWatch):
+    """Peers are the cluster's Nodes (the host-network DaemonSet)."""
+
+    kind = "nodes"
+    thread_name = "monlat-node-watch"
+
+    def __init__(
+        self,
+        api_client: kubernetes.client.ApiClient,
+        config: KubernetesConfig,
+        self_name: str,
+        events: EventLog,
+    ) -> None:
+        api = kubernetes.client.CoreV1Api(api_client)
+        super().__init__(
+            api.list_node,
+            {},
+            config.label_selector,
+            functools.partial(
+                NodeCache,
+                self_name,
+                AddressPolicy(config.address_types, config.ip_family, config.dual_stack),
+                Eligibility(config.skip_not_ready, config.skip_cordoned),
+            ),
+            config.resync_backoff_max_s,
+            events,
+        )
+        self._skip_cordoned = config.skip_cordoned
+
+    def _node_cache(self) -> NodeCache:
+        assert isinstance(self._cache, NodeCache)
+        return self._cache
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready once listed, and unless this agent's own node is cordoned (when skipped)."""
+        listed, reason = super().ready()
+        if not listed:
+            return listed, reason
+        own = self._node_cache().self_state
+        if self._skip_cordoned and own is not None and own.cordoned:
+            return False, "this node is cordoned"
+        return True, "ready"
+
+    @property
+    def own_zone(self) -> str | None:
+        own = self._node_cache().self_state
+        return own.zone if own is not None else None
+
+
+class KubernetesPods(_ListWatch):
+    """Peers are the pod-network agents' own Pods, found by label selector in one namespace."""
+
+    kind = "pods"
+    thread_name = "monlat-pod-watch"
+
+    def __init__(
+        self,
+        api_client: kubernetes.client.ApiClient,
+        config: KubernetesConfig,
+        self_name: str,
+        events: EventLog,
+    ) -> None:
+        assert config.pod_namespace is not None
+        api = kubernetes.client.CoreV1Api(api_client)
+        super().__init__(
+            api.list_namespaced_pod,
+            {"namespace": config.pod_namespace},
+            config.pod_selector,
+            functools.partial(
+                PodCache, self_name, AddressPolicy(("PodIP",), config.ip_family, config.dual_stack)
+            ),
+            config.resync_backoff_max_s,
+            events,
+        )

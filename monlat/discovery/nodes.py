@@ -7,12 +7,12 @@ of nodes, and testable with literal data.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from monlat.config import IpFamily
-from monlat.discovery import Peer
+from monlat.discovery import Peer, family_of
 
 NodeObject = Mapping[str, Any]
 
@@ -24,6 +24,8 @@ ZONE_LABEL = "topology.kubernetes.io/zone"
 class AddressPolicy:
     types: tuple[str, ...] = ("InternalIP", "ExternalIP")
     family: IpFamily | None = IpFamily.IPV4  # a preference; None takes the first usable address
+    # One address per family (each from the first type that has one), each its own peer.
+    dual_stack: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,13 @@ class Eligibility:
 
 @dataclass(frozen=True)
 class NodeState:
-    peer: Peer | None  # None: no usable address
+    peers: tuple[Peer, ...]  # empty: no usable address; two in dual-stack mode
     ready: bool
     cordoned: bool
+    zone: str | None = None
 
     def eligible(self, rules: Eligibility) -> bool:
-        if self.peer is None:
+        if not self.peers:
             return False
         if rules.skip_not_ready and not self.ready:
             return False
@@ -75,17 +78,41 @@ def choose_address(addresses: Iterable[Mapping[str, str]], policy: AddressPolicy
     return None
 
 
+def choose_dual_stack(addresses: Iterable[Mapping[str, str]], types: Sequence[str]) -> list[str]:
+    """For each family, the address of the first type in `types` that has one: IPv4 first."""
+    entries = [(entry.get("type", ""), entry.get("address", "")) for entry in addresses]
+    chosen: dict[IpFamily, str] = {}
+    for wanted_type in types:
+        for kind, address in entries:
+            family = _family(address) if kind == wanted_type else None
+            if family is not None and family not in chosen:
+                chosen[family] = str(ipaddress.ip_address(address))
+    return [chosen[family] for family in (IpFamily.IPV4, IpFamily.IPV6) if family in chosen]
+
+
 def node_name(node: NodeObject) -> str:
     return str(node.get("metadata", {}).get("name", ""))
 
 
-def peer_for(node: NodeObject, policy: AddressPolicy) -> Peer | None:
-    name = node_name(node)
-    address = choose_address(node.get("status", {}).get("addresses") or (), policy)
-    if not name or address is None:
-        return None
+def node_zone(node: NodeObject) -> str | None:
     zone = (node.get("metadata", {}).get("labels") or {}).get(ZONE_LABEL)
-    return Peer(name, address, str(zone) if zone else None)
+    return str(zone) if zone else None
+
+
+def peers_for(node: NodeObject, policy: AddressPolicy) -> tuple[Peer, ...]:
+    """The node's peers: one, or one per family in dual-stack mode; none without an address."""
+    name = node_name(node)
+    if not name:
+        return ()
+    addresses = node.get("status", {}).get("addresses") or ()
+    zone = node_zone(node)
+    if policy.dual_stack:
+        return tuple(
+            Peer(name, address, zone, family_of(address))
+            for address in choose_dual_stack(addresses, policy.types)
+        )
+    address = choose_address(addresses, policy)
+    return () if address is None else (Peer(name, address, zone),)
 
 
 def is_ready(node: NodeObject) -> bool:
@@ -99,13 +126,13 @@ def is_ready(node: NodeObject) -> bool:
 
 def node_state(node: NodeObject, policy: AddressPolicy) -> NodeState:
     cordoned = bool((node.get("spec") or {}).get("unschedulable", False))
-    return NodeState(peer_for(node, policy), is_ready(node), cordoned)
+    return NodeState(peers_for(node, policy), is_ready(node), cordoned, node_zone(node))
 
 
 def _own_facts(state: NodeState | None) -> tuple[bool, str | None]:
     if state is None:
         return False, None
-    return state.cordoned, state.peer.zone if state.peer else None
+    return state.cordoned, state.zone
 
 
 class NodeCache:
@@ -122,14 +149,14 @@ class NodeCache:
     def replace(self, nodes: Iterable[NodeObject]) -> None:
         self._nodes = {node_name(node): node_state(node, self._policy) for node in nodes}
 
-    def _peer(self, name: str) -> Peer | None:
+    def _peers_of(self, name: str) -> tuple[Peer, ...]:
         state = self._nodes.get(name)
-        return state.peer if state is not None and state.eligible(self._eligibility) else None
+        return state.peers if state is not None and state.eligible(self._eligibility) else ()
 
     def apply(self, event_type: str, node: NodeObject) -> bool:
         """Apply one watch event; true when the peer set (or this agent's own state) changed."""
         name = node_name(node)
-        before, own_before = self._peer(name), self._nodes.get(name)
+        before, own_before = self._peers_of(name), self._nodes.get(name)
         if event_type in ("ADDED", "MODIFIED"):
             self._nodes[name] = node_state(node, self._policy)
         elif event_type == "DELETED":
@@ -139,29 +166,37 @@ class NodeCache:
         if name == self._self_name:
             # Its own address is not a peer; being cordoned (readiness) or its zone is news.
             return _own_facts(self._nodes.get(name)) != _own_facts(own_before)
-        return self._peer(name) != before
+        return self._peers_of(name) != before
 
     def unaddressable(self) -> list[str]:
-        return sorted(name for name, state in self._nodes.items() if state.peer is None)
+        return sorted(name for name, state in self._nodes.items() if not state.peers)
 
     def excluded(self) -> list[str]:
         """Addressable nodes left out by the eligibility rules (NotReady, cordoned)."""
         return sorted(
             name
             for name, state in self._nodes.items()
-            if state.peer is not None and not state.eligible(self._eligibility)
+            if state.peers and not state.eligible(self._eligibility)
         )
+
+    def summary(self) -> dict[str, object]:
+        """Fields for the `nodes_listed` event."""
+        return {
+            "nodes": len(self._nodes),
+            "peers": len({peer.name for peer in self.peers().values()}),
+            "unaddressable": ",".join(self.unaddressable()) or "none",
+            "excluded": ",".join(self.excluded()) or "none",
+        }
 
     @property
     def self_state(self) -> NodeState | None:
         return self._nodes.get(self._self_name)
 
     def peers(self) -> dict[str, Peer]:
-        """Every eligible node except this agent's own."""
+        """Every eligible node except this agent's own, keyed by Peer.key."""
         return {
-            name: state.peer
+            peer.key: peer
             for name, state in self._nodes.items()
-            if state.peer is not None
-            and name != self._self_name
-            and state.eligible(self._eligibility)
+            if name != self._self_name and state.eligible(self._eligibility)
+            for peer in state.peers
         }

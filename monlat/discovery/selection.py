@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 
 def ring_position(name: str) -> tuple[int, str]:
@@ -61,3 +62,96 @@ def select_peers(self_name: str, names: Iterable[str], max_peers: int | None) ->
 def probed_by(self_name: str, names: Iterable[str], max_peers: int | None) -> int:
     """How many of `names` are expected to probe `self_name` (a blind spot shows as 0)."""
     return PeerRing([*names, self_name]).probers_of(self_name, max_peers)
+
+
+def _cyclic_count(sorted_positions: list[tuple[int, str]], low: int, high: int) -> int:
+    """How many positions p satisfy low <= p < high on the ring (the arc may wrap)."""
+    lo = bisect.bisect_left(sorted_positions, (low, ""))
+    hi = bisect.bisect_left(sorted_positions, (high, ""))
+    if low < high:
+        return hi - lo
+    return len(sorted_positions) - lo + hi
+
+
+class ZonedChoice:
+    """Every peer in the own zone (or --max-peers of them) plus `cross_zone` in each other zone.
+
+    Within another zone the choice follows that zone's ring from this node's own position, so
+    nodes of one zone spread their probes over the other zone's nodes, each of which is probed
+    by about cross_zone · |own zone| / |its zone| of them; churn in one zone moves only the
+    choices that pointed at the changed node.
+    """
+
+    def __init__(
+        self,
+        self_name: str,
+        own_zone: str | None,
+        zones: Mapping[str, str | None],
+        max_peers: int | None,
+        cross_zone: int,
+    ) -> None:
+        self._self = self_name
+        self._own = own_zone or ""
+        self._max_peers = max_peers
+        self._cross_zone = cross_zone
+        by_zone: dict[str, list[str]] = {}
+        for name, zone in zones.items():
+            if name != self_name:
+                by_zone.setdefault(zone or "", []).append(name)
+        self._by_zone = by_zone
+
+    def peers(self) -> set[str]:
+        chosen = PeerRing([*self._by_zone.get(self._own, ()), self._self]).peers_of(
+            self._self, self._max_peers
+        )
+        for zone, names in self._by_zone.items():
+            if zone != self._own:
+                chosen |= PeerRing(names).peers_of(self._self, self._cross_zone)
+        return chosen
+
+    def probers(self) -> int:
+        """How many nodes of every zone choose this one."""
+        same = self._by_zone.get(self._own, [])
+        count = PeerRing([*same, self._self]).probers_of(self._self, self._max_peers)
+        own_ring = sorted(ring_position(name) for name in {*same, self._self})
+        k = self._cross_zone
+        # A node of another zone picks the k nodes of this zone's ring that follow its own
+        # position: it picks this node when its position lies in the arc from this node's
+        # k-th predecessor up to this node.
+        index = own_ring.index(ring_position(self._self))
+        low = own_ring[(index - k) % len(own_ring)][0]
+        high = own_ring[index][0]
+        for zone, names in self._by_zone.items():
+            if zone == self._own:
+                continue
+            if k >= len(own_ring):
+                count += len(names)
+            else:
+                positions = sorted(ring_position(name) for name in names)
+                count += _cyclic_count(positions, low, high)
+        return count
+
+
+@dataclass(frozen=True)
+class PeerPlan:
+    peers: frozenset[str]  # the node names this agent probes
+    expected_probers: int  # how many nodes are expected to probe this one
+
+
+def plan_peers(
+    self_name: str,
+    zones: Mapping[str, str | None],
+    *,
+    own_zone: str | None = None,
+    max_peers: int | None = None,
+    cross_zone: int | None = None,
+) -> PeerPlan:
+    """Which of the discovered nodes (name -> zone) to probe, every agent deciding alike."""
+    if cross_zone is None:
+        ring = PeerRing([*zones, self_name])
+        return PeerPlan(
+            frozenset(ring.peers_of(self_name, max_peers)),
+            ring.probers_of(self_name, max_peers),
+        )
+    choice = ZonedChoice(self_name, own_zone, zones, max_peers, cross_zone)
+    return PeerPlan(frozenset(choice.peers()), choice.probers())

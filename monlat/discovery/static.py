@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from monlat.config import ConfigError, StaticPeer, parse_peers
-from monlat.discovery import Peer, PeerCallback
+from monlat.discovery import Peer, PeerCallback, family_of
 from monlat.logs import EventLog
 
 _POLL_S = 1.0
@@ -21,8 +21,10 @@ class StaticPeers:
         *,
         peers_file: Path | None = None,
         events: EventLog | None = None,
+        dual_stack: bool = False,
     ) -> None:
         self._fixed = peers
+        self._dual_stack = dual_stack
         self._self_name = self_name
         self._file = peers_file
         self._events = events
@@ -36,11 +38,12 @@ class StaticPeers:
 
     def _peer_map(self, from_file: tuple[StaticPeer, ...]) -> dict[str, Peer]:
         # The agent never probes itself; listing itself is normal in a shared peers file.
-        return {
-            p.name: Peer(p.name, p.address)
+        peers = (
+            Peer(p.name, p.address, family=family_of(p.address) if self._dual_stack else None)
             for p in (*self._fixed, *from_file)
             if p.name != self._self_name
-        }
+        )
+        return {peer.key: peer for peer in peers}
 
     async def run(self, publish: PeerCallback) -> None:
         if self._file is None:
@@ -54,7 +57,11 @@ class StaticPeers:
                 seen = signature
                 try:
                     text = await asyncio.to_thread(self._file.read_text, encoding="utf-8")
-                    publish(self._peer_map(parse_peers(str(self._file), text)))
+                    publish(
+                        self._peer_map(
+                            parse_peers(str(self._file), text, dual_stack=self._dual_stack)
+                        )
+                    )
                 except (OSError, ConfigError) as err:
                     # A half-written or broken file must not empty the peer set: keep the last.
                     if self._events:
