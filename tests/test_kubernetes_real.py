@@ -669,6 +669,140 @@ def test_node_churn_reaches_the_probes_within_seconds(cluster: Cluster) -> None:
         )
 
 
+POD_NETWORK_SA = "monlat-agent-pod-network"
+POD_NETWORK_USER = f"system:serviceaccount:{NAMESPACE}:{POD_NETWORK_SA}"
+POD_AGENT_PORT = 9091
+
+
+def agent_pod(node: str, ip: str | None = None) -> dict[str, Any]:
+    """What the pod-network DaemonSet would create on ``node`` (nothing runs it here)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{POD_NETWORK_SA}-{node}",
+            "namespace": NAMESPACE,
+            "labels": {"app.kubernetes.io/name": POD_NETWORK_SA},
+        },
+        "spec": {
+            "nodeName": node,
+            "serviceAccountName": POD_NETWORK_SA,
+            "containers": [{"name": "agent", "image": "docker.io/monlat/monlat:0.1.0"}],
+        },
+    }
+
+
+def run_pod(core: Any, node: str, ip: str) -> None:
+    """Report the pod running with ``ip``, as its kubelet would (status subresource)."""
+    core.patch_namespaced_pod_status(
+        f"{POD_NETWORK_SA}-{node}",
+        NAMESPACE,
+        {"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}},
+    )
+
+
+@pytest.mark.timeout(180)
+def test_pod_network_agents_find_each_other_through_their_pods(cluster: Cluster) -> None:
+    """The pod-network manifest as shipped, its ServiceAccount's token, agents in the lab that
+    discover their peers from the agent Pods (not the Nodes) and label every series network=pod,
+    beside a host-network agent measuring the same pairs without the label."""
+    cp = cluster.cp
+    apply_strict(cp, "-k", str(K8S / "pod-network"))
+    pod_user = ["--as", POD_NETWORK_USER]
+    wait_until(
+        lambda: cp.kubectl("auth", "can-i", "watch", "pods", "-n", NAMESPACE, *pod_user,
+                           check=False).stdout.strip() == "yes",
+        15, "the pod-network RoleBinding takes effect",
+    )  # fmt: skip
+    for args in (("list", "nodes"), ("list", "pods", "-n", "default"), ("get", "secrets", "-n",
+                 NAMESPACE), ("patch", "pods", "-n", NAMESPACE)):  # fmt: skip
+        assert cp.kubectl("auth", "can-i", *args, *pod_user, check=False).stdout.strip() == "no"
+    token = cp.service_account_token(NAMESPACE, POD_NETWORK_SA, create=False, duration="2h")
+    kubeconfig = write_kubeconfig(
+        cluster.kubeconfig.with_name("pod-agent.kubeconfig"),
+        f"https://127.0.0.1:{RELAY_PORT}", cp.ca_file, token, POD_NETWORK_USER,
+    )  # fmt: skip
+
+    core = admin_core_api(cp)
+    # The pod IPs are the lab nodes' IPv6 addresses, while the Nodes carry IPv4 only: what the
+    # agents probe can only have come from the Pods.
+    pod_ip = {node: cluster.lab.address6(node) for node in (*MESH, SPARE)}
+    for node in MESH:
+        cp.apply(agent_pod(node))
+        run_pod(core, node, pod_ip[node])
+
+    pod_agents: dict[str, AgentProcess] = {}
+    for node in MESH:
+        args = [
+            "--discovery", "pods", "--node-name", node, "--kubeconfig", str(kubeconfig),
+            "--pod-namespace", NAMESPACE, "--socket", "dgram",
+            "--interval", "200ms", "--timeout", "500ms",
+            "--exporters", "prometheus", "--prometheus", f"127.0.0.1:{POD_AGENT_PORT}",
+        ]  # fmt: skip
+        cluster.lab.run(
+            node, ["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"], check=True
+        )
+        pod_agents[node] = AgentProcess(
+            args,
+            port=POD_AGENT_PORT,
+            prefix=cluster.lab.exec_argv(node, []),
+            connect=lambda node=node: cluster.lab.socket(node),  # type: ignore[misc]
+        )
+        cluster.agents[f"{node}-pod"] = pod_agents[node]
+    host = cluster.start_agent("n1")  # the host-network agent on the same node
+    for agent in (*pod_agents.values(), host):
+        agent.wait_ready()
+
+    def pod_series(samples: Samples) -> dict[str, float]:
+        return {
+            labels["to"]: value
+            for name, labels, value in samples
+            if name == "latency_between_nodes" and labels.get("network") == "pod"
+        }
+
+    for node, agent in pod_agents.items():
+        wanted = set(MESH) - {node}
+        samples = agent.wait_for(lambda s, wanted=wanted: set(pod_series(s)) == wanted, timeout=20)  # type: ignore[misc]
+        latency = pod_series(samples)
+        for peer in wanted:
+            assert in_tolerance(latency[peer], cluster.lab.expected_rtt_ms(node, peer)), (
+                node, peer, latency,
+            )  # fmt: skip
+        assert all(
+            labels.get("network") == "pod"
+            for name, labels, _ in samples
+            if name.startswith(("latency_between_nodes", "monlat_"))
+        )
+        listed = event_fields(events_for(agent, "pods_listed")[0])
+        assert listed["pods"] == "3" and listed["peers"] == "2", listed
+        added = {
+            event_fields(line)["peer"]: event_fields(line)["address"]
+            for line in agent.events("peer_added")
+        }
+        assert added == {peer: pod_ip[peer] for peer in wanted}
+    # The host agent on n1 measures the same pairs over the Nodes' addresses, unlabelled.
+    host_samples = host.wait_for(
+        lambda s: set(series(s, "latency_between_nodes")) == {"n2", "n3"}, timeout=20
+    )
+    assert not any(labels.get("network") for _, labels, _ in host_samples)
+
+    # A pod appears on the spare node: pending first (no IP: not a peer), then running.
+    cp.apply(agent_pod(SPARE))
+    time.sleep(1.0)
+    assert SPARE not in pod_series(pod_agents["n1"].metrics())
+    run_pod(core, SPARE, pod_ip[SPARE])
+    pod_agents["n1"].wait_for(lambda s: SPARE in pod_series(s), timeout=5)
+    # Deleting it takes it out of every pod agent's peers, while the host agent never saw it
+    # (no Node object for the spare node).
+    cp.kubectl("delete", "pod", f"{POD_NETWORK_SA}-{SPARE}", "-n", NAMESPACE, "--grace-period=0",
+               "--force")  # fmt: skip
+    for agent in pod_agents.values():
+        agent.wait_for(lambda s: SPARE not in pod_series(s), timeout=5)
+    assert SPARE not in series(host.metrics(), "latency_between_nodes")
+    links = cluster.lab.stats()["links"]
+    assert links[f"n1>{SPARE}"]["echo_requests"] > 0
+
+
 OUTAGE_S = 60.0
 
 

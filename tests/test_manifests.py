@@ -33,10 +33,14 @@ EXPECTED_MANIFESTS = {
     "agents-net-raw.yaml",
     "monlat.yaml",
     "optional/servicemonitor.yaml",
+    "pod-network/agents-pod-network.yaml",
 }
+POD_NETWORK = "pod-network/agents-pod-network.yaml"
 KUSTOMIZATIONS = {
     "deploy/k8s": ["rbac.yaml", "agents.yaml", "monlat.yaml"],
     "deploy/overlays/net-raw": ["rbac.yaml", "agents-net-raw.yaml", "monlat.yaml"],
+    "deploy/k8s/pod-network": [POD_NETWORK],
+    "deploy/overlays/pod-network": ["rbac.yaml", "agents.yaml", "monlat.yaml", POD_NETWORK],
 }
 # Overlays that change objects on purpose: validated, but not compared with the plain files.
 PATCHING_OVERLAYS = ["deploy/overlays/otlp-backend"]
@@ -321,6 +325,19 @@ BASELINE_CAPABILITIES = {
     "SYS_CHROOT",
 }
 HOST_NAMESPACES = ("hostNetwork", "hostPID", "hostIPC")
+# The "safe" sysctls baseline allows (and every kubelet accepts without --allowed-unsafe-sysctls).
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
 
 
 def pod_security_violations(pod: dict[str, Any], level: str) -> list[str]:
@@ -330,6 +347,11 @@ def pod_security_violations(pod: dict[str, Any], level: str) -> list[str]:
     found = [f"host namespaces ({flag}=true)" for flag in HOST_NAMESPACES if pod.get(flag)]
     pod_context = pod.get("securityContext") or {}
     found += [f"hostPath volume {v['name']}" for v in pod.get("volumes", []) if "hostPath" in v]
+    found += [
+        f"unsafe sysctl {sysctl['name']}"
+        for sysctl in pod_context.get("sysctls", [])
+        if sysctl["name"] not in SAFE_SYSCTLS
+    ]
     for container in pod.get("initContainers", []) + pod["containers"]:
         name = container["name"]
         context = container.get("securityContext") or {}
@@ -374,7 +396,7 @@ def test_pod_security_checker() -> None:
     assert pod_security_violations({**pod, "hostNetwork": True}, "privileged") == []
 
 
-@pytest.mark.parametrize("relative", [*AGENT_VARIANTS, "monlat.yaml"])
+@pytest.mark.parametrize("relative", [*AGENT_VARIANTS, "monlat.yaml", POD_NETWORK])
 def test_pods_are_admitted_by_the_namespace_pod_security_level(relative: str) -> None:
     """The PodSecurity admission of namespace monlat must let our own pods in."""
     namespace = one(load("rbac.yaml"), "Namespace", "monlat")
@@ -637,3 +659,52 @@ def test_format_path() -> None:
     assert k8s_schema.format_path(("metadata", "labels", "app.kubernetes.io/name")) == (
         'metadata.labels["app.kubernetes.io/name"]'
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The pod-network agents
+# ---------------------------------------------------------------------------------------------
+
+
+def test_pod_network_agent_needs_no_capability_and_passes_restricted() -> None:
+    objects = load(POD_NETWORK)
+    daemonset = one(objects, "DaemonSet", "monlat-agent-pod-network")
+    pod = daemonset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert not pod.get("hostNetwork") and pod.get("dnsPolicy", "ClusterFirst") == "ClusterFirst"
+    assert {"operator": "Exists"} in pod["tolerations"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod_security_violations(pod, "restricted") == []
+    # The safe sysctl opens the unprivileged ICMP socket to the agent's own group.
+    (sysctl,) = pod["securityContext"]["sysctls"]
+    low, high = (int(v) for v in sysctl["value"].split())
+    assert sysctl["name"] == "net.ipv4.ping_group_range"
+    assert low <= pod["securityContext"]["runAsGroup"] <= high
+    env = env_of(container)
+    assert env["MONLAT_DISCOVERY"]["value"] == "pods"
+    assert env["MONLAT_SOCKET"]["value"] == "dgram"
+    assert env["MONLAT_NETWORK_LABEL"]["value"] == "pod"
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    # The selector finds exactly these pods, and not the host-network agents.
+    key, _, value = env["MONLAT_POD_SELECTOR"]["value"].partition("=")
+    labels = daemonset["spec"]["template"]["metadata"]["labels"]
+    assert labels[key] == value
+    host_labels = one(load("agents.yaml"), "DaemonSet", "monlat-agent")["spec"]["template"]
+    assert host_labels["metadata"]["labels"].get(key) != value
+    assert pod["serviceAccountName"] == "monlat-agent-pod-network"
+
+
+def test_pod_network_role_reads_pods_in_its_namespace_only() -> None:
+    objects = load(POD_NETWORK)
+    role = one(objects, "Role", "monlat-agent-pod-network")
+    assert role["metadata"]["namespace"] == "monlat"
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+    ]
+    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+    binding = one(objects, "RoleBinding", "monlat-agent-pod-network")
+    assert binding["roleRef"]["name"] == "monlat-agent-pod-network"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "monlat-agent-pod-network", "namespace": "monlat"}
+    ]
