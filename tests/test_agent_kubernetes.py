@@ -123,3 +123,49 @@ def test_scale_controls_zones_and_cordoned_readiness(api: tuple[FakeApiServer, P
     finally:
         assert agent.stop() == 0
     assert any("excluded=d" in line for line in agent.events("nodes_listed"))
+
+
+def test_cross_zone_sample_follows_the_agents_own_zone(api: tuple[FakeApiServer, Path]) -> None:
+    """--cross-zone-peers 1: every peer of the own zone, one of each other zone; when the agent's
+    own node moves to another zone, the choice (and the zone labels) follow."""
+    from monlat.discovery.selection import plan_peers
+
+    server, kubeconfig = api
+    zone = "topology.kubernetes.io/zone"
+    layout = {"a": "z1", "b": "z1", "c": "z2", "d": "z2", "e": "z2", "f": "z3", "g": "z3"}
+    server.add_node("me", "127.0.0.9", labels={zone: "z1"})
+    for i, (name, node_zone) in enumerate(layout.items()):
+        server.add_node(name, f"127.0.0.{10 + i}", labels={zone: node_zone})
+    port = free_ports(1)[0]
+    agent = AgentProcess(
+        ["--discovery", "kubernetes", "--node-name", "me", "--kubeconfig", str(kubeconfig),
+         "--interval", "200ms", "--prometheus", f"127.0.0.1:{port}", "--cross-zone-peers", "1",
+         "--zone-labels", "true"],
+        port=port,
+    )  # fmt: skip
+
+    def chosen_zones(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, str]:
+        return {
+            labels["to"]: labels["to_zone"]
+            for name, labels, _ in samples
+            if name == "latency_between_nodes"
+        }
+
+    try:
+        agent.wait_ready()
+        plan = plan_peers("me", layout, own_zone="z1", cross_zone=1)
+        samples = agent.wait_for(lambda s: set(chosen_zones(s)) == plan.peers, 10)
+        picked = chosen_zones(samples)
+        assert sorted(picked.values()) == ["z1", "z1", "z2", "z3"]
+        gauge = [v for n, _, v in samples if n == "monlat_expected_probers"]
+        assert gauge == [float(plan.expected_probers)]
+
+        server.modify_node("me", labels={zone: "z2"})
+        moved = plan_peers("me", layout, own_zone="z2", cross_zone=1)
+        samples = agent.wait_for(lambda s: set(chosen_zones(s)) == moved.peers, 10)
+        assert sorted(chosen_zones(samples).values()) == ["z1", "z2", "z2", "z2", "z3"]
+        assert {
+            labels["from_zone"] for n, labels, _ in samples if n == "latency_between_nodes"
+        } == {"z2"}
+    finally:
+        assert agent.stop() == 0
