@@ -25,7 +25,7 @@ import enum
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
 
 from monlat.config import ConfigError
@@ -33,8 +33,10 @@ from monlat.matrix import (
     Cell,
     CommandParser,
     Matrix,
+    View,
     abbreviate,
     add_url_argument,
+    add_view_arguments,
     choose,
     format_ms,
     format_percent,
@@ -42,6 +44,7 @@ from monlat.matrix import (
     median,
     median_excluding,
     natural_key,
+    parse_view,
     resolve_url,
 )
 
@@ -698,6 +701,7 @@ class DiagnoseOptions:
     url: str
     format: str
     thresholds: Thresholds
+    view: View = field(default_factory=View)
 
 
 def build_diagnose_parser() -> argparse.ArgumentParser:
@@ -707,6 +711,7 @@ def build_diagnose_parser() -> argparse.ArgumentParser:
         "Exit status: 0 nothing found, 1 findings, 2 bad input or unreachable URL.",
     )
     add_url_argument(parser)
+    add_view_arguments(parser)
     parser.add_argument("--format", default="text", help="text or json; default text")
     parser.add_argument(
         "--latency-factor",
@@ -760,6 +765,7 @@ def parse_diagnose_args(argv: Sequence[str], environ: Mapping[str, str]) -> Diag
             latency_factor=parse_factor("--latency-factor", args.latency_factor),
             loss_threshold=parse_ratio("--loss-threshold", args.loss_threshold),
         ),
+        view=parse_view(args),
     )
 
 
@@ -769,6 +775,7 @@ def run_diagnose(argv: Sequence[str], environ: Mapping[str, str], out: TextIO) -
         build_diagnose_parser().print_help(out)
         return 0
     options = parse_diagnose_args(argv, environ)
-    diagnosis = diagnose(load_matrix(options.setting, options.url), options.thresholds)
+    matrix = load_matrix(options.setting, options.url, view=options.view)
+    diagnosis = diagnose(matrix, options.thresholds)
     out.write(render_json(diagnosis) if options.format == "json" else render_text(diagnosis))
     return 1 if diagnosis.findings else 0

@@ -23,7 +23,7 @@ import shutil
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn, TextIO
 
 from monlat.config import ConfigError, parse_duration
@@ -113,17 +113,39 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def build_matrix(samples: Iterable[Sample]) -> Matrix:
-    """The matrix from parsed samples; extra labels (job, instance, ...) are ignored.
+@dataclass(frozen=True)
+class View:
+    """Which of several measured paths the matrix shows, when agents export more than one.
+
+    `network` picks the host-network agents' series (no network label) or those labelled
+    network=VALUE (the pod-network agents: pod); `family` picks ipv4 or ipv6 where the series
+    carry a family label (dual-stack); series without one are always in.
+    """
+
+    network: str = "host"
+    family: str = "ipv4"
+
+    def __contains__(self, labels: Mapping[str, str]) -> bool:
+        if (labels.get("network") or "host") != self.network:
+            return False
+        family = labels.get("family")
+        return not family or family == self.family
+
+
+def build_matrix(samples: Iterable[Sample], view: View | None = None) -> Matrix:
+    """The matrix from parsed samples of one view; other labels (job, instance, ...) ignored.
 
     A pair exported twice (two series differing only in other labels) keeps the last value.
     """
+    view = view or View()
     values: dict[tuple[str, str], dict[str, float | None]] = {}
     probes: dict[tuple[str, str, str], float] = {}
     zones: dict[str, str] = {}
     nodes: set[str] = set()
     expected: dict[str, int] = {}
     for sample in samples:
+        if sample.labels not in view:
+            continue
         node_label = _NODE_METRICS.get(sample.name)
         if node_label is not None:
             node = sample.labels.get(node_label, "")
@@ -572,13 +594,34 @@ def choose(setting: str, text: str, allowed: Sequence[str]) -> str:
     return text.lower()
 
 
-def load_matrix(setting: str, url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Matrix:
+def load_matrix(
+    setting: str, url: str, timeout_s: float = DEFAULT_TIMEOUT_S, view: View | None = None
+) -> Matrix:
     samples = scrape(setting, url, timeout_s, keep=wanted)
     if not is_monlat_exposition(samples):
         raise ConfigError(
             setting, f"{url}: no monlat metrics there (no latency_between_nodes or monlat_*)"
         )
-    return build_matrix(samples)
+    return build_matrix(samples, view)
+
+
+def add_view_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--network",
+        default="host",
+        help="host (the host-network agents) or the network label of other agents, e.g. pod; "
+        "default host",
+    )
+    parser.add_argument(
+        "--family", default="ipv4", help="ipv4 or ipv6, for dual-stack series; default ipv4"
+    )
+
+
+def parse_view(args: argparse.Namespace) -> View:
+    network = args.network.strip()
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?", network):
+        raise ConfigError("--network", f"invalid network label value {args.network!r}")
+    return View(network=network, family=choose("--family", args.family, ("ipv4", "ipv6")))
 
 
 @dataclass(frozen=True)
@@ -589,6 +632,7 @@ class MatrixOptions:
     sort: str
     watch_s: float | None
     no_color: bool
+    view: View = field(default_factory=View)
 
 
 def build_matrix_parser() -> CommandParser:
@@ -605,6 +649,7 @@ def build_matrix_parser() -> CommandParser:
         "--watch", metavar="SECONDS", help="refresh every SECONDS until Ctrl-C (table only)"
     )
     parser.add_argument("--no-color", action="store_true", help="no colours (also: NO_COLOR)")
+    add_view_arguments(parser)
     return parser
 
 
@@ -626,6 +671,7 @@ def parse_matrix_args(argv: Sequence[str], environ: Mapping[str, str]) -> Matrix
         sort=choose("--sort", args.sort, SORTS),
         watch_s=watch_s,
         no_color=args.no_color,
+        view=parse_view(args),
     )
 
 
@@ -651,7 +697,7 @@ def run_matrix(argv: Sequence[str], environ: Mapping[str, str], out: TextIO) -> 
         missing=missing_marker(getattr(out, "encoding", None)),
         width=shutil.get_terminal_size().columns if isatty else None,
     )
-    matrix = load_matrix(options.setting, options.url)
+    matrix = load_matrix(options.setting, options.url, view=options.view)
     if options.watch_s is None:
         out.write(render(matrix, options, style))
         return 0
@@ -662,7 +708,7 @@ def run_matrix(argv: Sequence[str], environ: Mapping[str, str], out: TextIO) -> 
 
     frames = watch_frames(
         matrix,
-        lambda: load_matrix(options.setting, options.url),
+        lambda: load_matrix(options.setting, options.url, view=options.view),
         lambda m: render(m, options, style),
         heading,
     )

@@ -29,6 +29,7 @@ from monlat.matrix import (
     Cell,
     Matrix,
     TableStyle,
+    View,
     abbreviate,
     build_matrix,
     color_depth,
@@ -317,6 +318,39 @@ def test_build_matrix_zones_and_duplicates() -> None:
     unzoned = build_matrix(parse_exposition(exposition(pairs, zones={"b1": "zone-b"})))
     assert unzoned.zones == {"b1": "zone-b"}  # empty zone labels are no zone
     assert order_nodes(unzoned, "zone") == ("b1", "a1", "a2")  # zoned first, then the rest
+
+
+def test_views_keep_host_and_pod_paths_and_families_apart() -> None:
+    """Host agents, pod-network agents (network="pod") and dual-stack series in one exposition:
+    each view is one matrix, never a mix where the last series would win."""
+    text = (
+        'latency_between_nodes{from="a",to="b"} 0.4\n'
+        'latency_between_nodes{from="a",to="b",network="pod"} 0.9\n'
+        'latency_between_nodes{from="a",to="c",family="ipv4"} 0.5\n'
+        'latency_between_nodes{from="a",to="c",family="ipv6"} 0.6\n'
+        'latency_between_nodes{from="a",to="c",family="ipv6",network="pod"} 1.1\n'
+        'monlat_agent_info{from="d",network="pod",version="0.1.0",socket="dgram"} 1\n'
+    )
+    samples = parse_exposition(text)
+    host = build_matrix(samples)
+    assert host.cell("a", "b") == Cell(0.4) and host.cell("a", "c") == Cell(0.5)
+    assert "d" not in host.nodes
+    assert build_matrix(samples, View(family="ipv6")).cell("a", "c") == Cell(0.6)
+    pod = build_matrix(samples, View(network="pod"))
+    assert pod.cell("a", "b") == Cell(0.9) and pod.cell("a", "c") is None
+    assert pod.nodes == ("a", "b", "d")
+    assert build_matrix(samples, View("pod", "ipv6")).cell("a", "c") == Cell(1.1)
+
+
+def test_view_options_are_checked() -> None:
+    options = parse_matrix_args(
+        ["--url", "http://x:9090", "--network", "pod", "--family", "IPv6"], {}
+    )
+    assert options.view == View("pod", "ipv6")
+    with pytest.raises(ConfigError, match="--family: expected ipv4 or ipv6"):
+        parse_matrix_args(["--url", "http://x:9090", "--family", "v6"], {})
+    with pytest.raises(ConfigError, match="--network: invalid"):
+        parse_matrix_args(["--url", "http://x:9090", "--network", "pod net"], {})
 
 
 def test_median_excluding_matches_brute_force() -> None:
