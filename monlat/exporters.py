@@ -37,14 +37,15 @@ class Export:
     registry: CollectorRegistry | None  # serves /metrics when the Prometheus exporter is on
 
 
-def build_resource(node_name: str, version: str) -> Resource:
+def build_resource(node_name: str, version: str, network: str | None = None) -> Resource:
     """monlat's identity; OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME still win."""
     defaults = Resource.create(
         {
             "service.name": "monlat",
             "service.version": version,
-            # A random per-process id would become a new `instance` label after every restart.
-            "service.instance.id": node_name,
+            # A random per-process id would become a new `instance` label after every restart;
+            # a node with a host and a pod-network agent has two instances.
+            "service.instance.id": f"{node_name}/{network}" if network else node_name,
             "k8s.node.name": node_name,
         }
     )
@@ -148,7 +149,7 @@ def build_export(config: Config, version: str, histograms: RttHistograms) -> Exp
     views = [View(instrument_name="*", aggregation_cardinality_limit=CARDINALITY_LIMIT)]
     provider = MeterProvider(
         metric_readers=readers,
-        resource=build_resource(config.node_name, version),
+        resource=build_resource(config.node_name, version, config.network_label),
         views=views,
     )
     return Export(provider, registry)

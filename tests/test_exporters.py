@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from prometheus_client import CollectorRegistry, generate_latest
 
-from monlat.exporters import _RttCollector, _WithRttHistograms
+from monlat.exporters import _RttCollector, _WithRttHistograms, build_resource
 from monlat.probe.pending import Outcome, Result
 from monlat.results import ResultStore
 from monlat.telemetry import PairLabels, RttHistograms, Snapshots
@@ -89,3 +89,11 @@ def test_prometheus_family_is_cumulative_and_upper_inclusive() -> None:
     assert 'monlat_rtt_seconds_bucket{from="a",le="26.2144",to="b"} 3.0' in text
     assert 'monlat_rtt_seconds_bucket{from="a",le="+Inf",to="b"} 4.0' in text
     assert 'monlat_rtt_seconds_count{from="a",to="b"} 4.0' in text
+
+
+def test_a_pod_network_agent_is_its_own_instance() -> None:
+    host = build_resource("node1", "0.1.0").attributes
+    pod = build_resource("node1", "0.1.0", "pod").attributes
+    assert host["service.instance.id"] == "node1"
+    assert pod["service.instance.id"] == "node1/pod"
+    assert pod["k8s.node.name"] == host["k8s.node.name"] == "node1"
