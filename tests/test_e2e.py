@@ -221,3 +221,83 @@ def test_cut_node_leaves_and_returns(mesh: Mesh) -> None:
     mesh.lab.restore("node3")
     wait_for_pairs(mesh, ALL_PAIRS, timeout=30)
     assert all(agent.proc.poll() is None for agent in mesh.agents.values())
+
+
+def test_pod_path_and_families_beside_the_host_path(mesh: Mesh) -> None:
+    """A second agent on node1 and node2, labelled network=pod and dual-stack, pushes through
+    the same collector: its series stand beside the host agents' and the README's PromQL gives
+    the per-pair difference of the two paths."""
+    lab = mesh.lab
+    pod_agents = []
+    for node, peer in (("node1", "node2"), ("node2", "node1")):
+        peers = f"{peer}={lab.address(peer)},{peer}={lab.address6(peer)}"
+        agent = AgentProcess(
+            ["--node-name", node, "--peers", peers, "--ip-family", "dual", "--network-label", "pod",
+             "--interval", "250ms", "--timeout", "200ms", "--exporters", "otlp", "--export-interval",
+             "500ms", "--listen", f"127.0.0.1:{AGENT_PORT + 1}", "--log-measurements", "false"],
+            port=AGENT_PORT + 1,
+            prefix=lab.exec_argv(node, []),
+            connect=lambda node=node: lab.socket(node),  # type: ignore[misc]
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{lab.address('observer')}:4317"},
+        )  # fmt: skip
+        pod_agents.append(agent)
+    try:
+        for agent in pod_agents:
+            agent.wait_ready()
+        wanted = {("node1", "node2", family) for family in ("ipv4", "ipv6")} | {
+            ("node2", "node1", family) for family in ("ipv4", "ipv6")
+        }
+        deadline = time.monotonic() + 30
+        pod: dict[tuple[str, str, str], float] = {}
+        while time.monotonic() < deadline:
+            pod = {
+                (labels["from"], labels["to"], labels["family"]): value
+                for name, labels, value in mesh.collector.scrape()
+                if name == "latency_between_nodes" and labels.get("network") == "pod"
+            }
+            if set(pod) == wanted:
+                break
+            time.sleep(0.5)
+        assert set(pod) == wanted
+        for (a, b, family), value in pod.items():
+            expected = lab.expected_rtt_ms(a, b)
+            assert expected - TOLERANCE_MS[0] <= value <= expected + TOLERANCE_MS[1], (a, b, family)
+        # The host agents' series are untouched: one per pair, no network or family label.
+        host = wait_for_pairs_without_labels(mesh)
+        assert set(host) == ALL_PAIRS
+        # As in deploy/k8s/README.md (the instance labels differ: match on the pair only).
+        query = (
+            'latency_between_nodes{network="pod",family="ipv4"} - on(from, to) group_left '
+            'latency_between_nodes{network=""}'
+        )
+        difference: dict[tuple[str, str], float] = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            difference = {
+                (r["metric"]["from"], r["metric"]["to"]): float(r["value"][1])  # type: ignore[index]
+                for r in mesh.prometheus.query(query)
+            }
+            if set(difference) == {("node1", "node2"), ("node2", "node1")}:
+                break
+            time.sleep(0.5)
+        assert set(difference) == {("node1", "node2"), ("node2", "node1")}, difference
+        # Same emulated links on both paths: the difference is measurement noise only.
+        assert all(abs(value) < TOLERANCE_MS[1] for value in difference.values()), difference
+        # The pod agents are instances of their own.
+        instances = {
+            labels.get("instance")
+            for name, labels, _ in mesh.collector.scrape()
+            if name == "monlat_agent_info"
+        }
+        assert {"node1", "node2", "node3", "node1/pod", "node2/pod"} <= instances
+    finally:
+        for agent in pod_agents:
+            assert agent.stop() == 0
+
+
+def wait_for_pairs_without_labels(mesh: Mesh) -> dict[tuple[str, str], float]:
+    return {
+        (labels["from"], labels["to"]): value
+        for name, labels, value in mesh.collector.scrape()
+        if name == "latency_between_nodes" and "network" not in labels and "family" not in labels
+    }
