@@ -232,9 +232,10 @@ def test_pod_path_and_families_beside_the_host_path(mesh: Mesh) -> None:
     for node, peer in (("node1", "node2"), ("node2", "node1")):
         peers = f"{peer}={lab.address(peer)},{peer}={lab.address6(peer)}"
         agent = AgentProcess(
-            ["--node-name", node, "--peers", peers, "--ip-family", "dual", "--network-label", "pod",
-             "--interval", "250ms", "--timeout", "200ms", "--exporters", "otlp", "--export-interval",
-             "500ms", "--listen", f"127.0.0.1:{AGENT_PORT + 1}", "--log-measurements", "false"],
+            ["--node-name", node, "--peers", peers, "--ip-family", "dual",
+             "--network-label", "pod", "--interval", "250ms", "--timeout", "200ms",
+             "--exporters", "otlp", "--export-interval", "500ms",
+             "--listen", f"127.0.0.1:{AGENT_PORT + 1}", "--log-measurements", "false"],
             port=AGENT_PORT + 1,
             prefix=lab.exec_argv(node, []),
             connect=lambda node=node: lab.socket(node),  # type: ignore[misc]
