@@ -169,3 +169,40 @@ def test_cross_zone_sample_follows_the_agents_own_zone(api: tuple[FakeApiServer,
         } == {"z2"}
     finally:
         assert agent.stop() == 0
+
+
+def test_dual_stack_nodes_are_probed_over_both_families(api: tuple[FakeApiServer, Path]) -> None:
+    server, kubeconfig = api
+
+    def dual(v4: str, v6: str) -> list[dict[str, str]]:
+        return [{"type": "InternalIP", "address": v4}, {"type": "InternalIP", "address": v6}]
+
+    server.add_node("me", addresses=dual("127.0.0.9", "::1"))
+    server.add_node("a", addresses=dual("127.0.0.2", "::1"))
+    server.add_node("b", "127.0.0.3")  # IPv4 only: one peer
+    port = free_ports(1)[0]
+    agent = AgentProcess(
+        ["--discovery", "kubernetes", "--node-name", "me", "--kubeconfig", str(kubeconfig),
+         "--interval", "200ms", "--prometheus", f"127.0.0.1:{port}", "--ip-family", "dual"],
+        port=port,
+    )  # fmt: skip
+
+    def measured(samples: list[tuple[str, dict[str, str], float]]) -> set[tuple[str, str]]:
+        return {
+            (labels["to"], labels["family"])
+            for name, labels, _ in samples
+            if name == "latency_between_nodes"
+        }
+
+    try:
+        agent.wait_ready()
+        agent.wait_for(lambda s: measured(s) == {("a", "ipv4"), ("a", "ipv6"), ("b", "ipv4")}, 10)
+        server.modify_node("b", addresses=dual("127.0.0.3", "::1"))  # b gains IPv6
+        agent.wait_for(lambda s: ("b", "ipv6") in measured(s), 5)
+        server.modify_node("a", addresses=dual("127.0.0.2", "::1")[:1])  # a loses it
+        samples = agent.wait_for(lambda s: ("a", "ipv6") not in measured(s), 5)
+        assert measured(samples) == {("a", "ipv4"), ("b", "ipv4"), ("b", "ipv6")}
+    finally:
+        assert agent.stop() == 0
+    assert any("peer=a/ipv6" in line for line in agent.events("peer_removed"))
+    assert any("peer=b/ipv6 address=::1" in line for line in agent.events("peer_added"))
