@@ -417,6 +417,9 @@ class ControlPlane:
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
             "--profiling=false",
+            # Open watches (the agents') would otherwise hold SIGTERM for the default 30 s.
+            "--shutdown-watch-termination-grace-period=2s",
+            "--shutdown-delay-duration=0s",
             "--v=1",
             *self.extra_apiserver_args,
         ]
