@@ -6,7 +6,9 @@
 - deploy/prometheus/prometheusrule.yaml is what ``render.py`` makes of the rules file
   (``render.py --check``) and valid against the pinned prometheus-operator CRD schema;
 - every alert has a severity, a ``for``, a summary, a description and a runbook section in
-  deploy/prometheus/README.md; every metric the rules read is one monlat exports or records.
+  deploy/prometheus/README.md; every metric the rules read is one monlat exports or records;
+- every grouping and join by from/to also keeps family and network, so the host and pod paths
+  and the two IP families of a pair are never summed (tests/alerts/paths.test.yaml shows it).
 
 Also home of the small PromQL helpers that tests/test_dashboard.py shares: the metric names
 monlat exports, a metric-name extractor, and a syntax check through ``promtool check rules``.
@@ -206,6 +208,7 @@ def test_unit_tests_exist() -> None:
         "loss.test.yaml",
         "latency.test.yaml",
         "agents.test.yaml",
+        "paths.test.yaml",
     }
 
 
@@ -263,6 +266,34 @@ def test_rules_read_only_monlat_metrics() -> None:
     for rule in rules(load_rules()):
         unknown = metric_names(rule["expr"]) - known
         assert not unknown, f"{rule.get('alert') or rule.get('record')}: unknown {unknown}"
+
+
+_GROUPINGS = re.compile(r"\b(by|on)\s*\(([^()]*)\)")
+# Where the rules deliberately look across paths. The known-agent set counts a node as still
+# probed over any path (an evicted pod-network agent is not probed over the pod network any
+# more, yet it is missing); an agent is (from, network), its series have no family; and a
+# node-level loss on any path explains an agent's silence (a NotReady node is still probed,
+# and lost, by the pod-network agents only).
+ACROSS_PATHS = {
+    ("agent:monlat_agent_info:known", "by (to)"),
+    ("agent:monlat_agent_info:known", "on (from)"),
+    ("MonlatAgentDown", "on (from, network)"),
+    ("MonlatAgentDown", "on (from)"),
+}
+
+
+def test_groupings_keep_the_paths_apart() -> None:
+    found = set()
+    for rule in rules(load_rules()):
+        name = rule.get("alert") or rule.get("record")
+        for keyword, labels in _GROUPINGS.findall(rule["expr"]):
+            names = {label.strip() for label in labels.split(",")}
+            clause = f"{keyword} ({', '.join(label.strip() for label in labels.split(','))})"
+            if not names & {"from", "to"} or {"family", "network"} <= names:
+                continue
+            found.add((name, clause))
+            assert (name, clause) in ACROSS_PATHS, f"{name}: {clause} mixes paths"
+    assert found == ACROSS_PATHS, "an exception above no longer applies"
 
 
 def test_exported_metrics_match_the_readme() -> None:

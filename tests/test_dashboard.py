@@ -1,8 +1,12 @@
 """deploy/grafana/monlat-dashboard.json: importable as is, laid out, and querying what exists.
 
 - structure: uid, title, schemaVersion, a ``datasource`` variable of type prometheus that every
-  panel and query uses (no data source baked in), ``from``/``to`` node variables; panels with
-  unique ids and non-overlapping gridPos on the 24-column grid;
+  panel and query uses (no data source baked in), ``network``/``family`` path variables,
+  ``from``/``to`` node variables; panels with unique ids and non-overlapping gridPos on the
+  24-column grid;
+- one path at a time: every selector of a per-pair series filters by ``network`` and
+  ``family``, every selector of an agent series by ``network``, so no panel mixes the host and
+  the pod-network agents' series, or IPv4 and IPv6;
 - the two matrices are tables with one instant table query and the "Grouping to matrix"
   transformation (which only takes a single query) by from x to, with cell colours;
 - every query parses (``promtool check rules`` on the queries as recording rules, Grafana's
@@ -31,6 +35,35 @@ REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "deploy" / "grafana" / "monlat-dashboard.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 GRID_COLUMNS = 24
+
+# Series with a (from, to) pair and so, optionally, family and network; and the agents' own
+# series, which carry network but no family (one agent probes both families).
+PER_PAIR_METRICS = frozenset(
+    {
+        "latency_between_nodes",
+        "monlat_rtt_seconds_bucket",
+        "monlat_rtt_seconds_sum",
+        "monlat_rtt_seconds_count",
+        "monlat_probes_total",
+        "monlat_loss_ratio",
+        "monlat_jitter_seconds",
+    }
+)
+AGENT_METRICS = frozenset(
+    {
+        "monlat_agent_info",
+        "monlat_peers",
+        "monlat_send_lag_seconds_bucket",
+        "monlat_send_lag_seconds_sum",
+        "monlat_send_lag_seconds_count",
+        "monlat_ignored_packets_total",
+        "monlat_expected_probers",
+    }
+)
+PATH_MATCHERS = {"network": 'network=~"$network"', "family": 'family=~"$family"'}
+_SELECTORS = re.compile(r'(?<![\w:"])([A-Za-z_:][\w:]*)\s*(\{[^{}]*\})?')
+# Grafana's parsing of a custom variable's "text : value" entries.
+_CUSTOM_OPTION = re.compile(r"^\s*(.+)\s:\s(.+)$")
 
 
 def load() -> dict[str, Any]:
@@ -94,7 +127,7 @@ def test_dashboard_identity() -> None:
 def test_variables() -> None:
     dashboard = load()
     names = [var["name"] for var in dashboard["templating"]["list"]]
-    assert names == ["datasource", "from", "to"]
+    assert names == ["datasource", "network", "family", "from", "to"]
     datasource = variable(dashboard, "datasource")
     assert datasource["type"] == "datasource"
     assert datasource["query"] == "prometheus"
@@ -106,6 +139,91 @@ def test_variables() -> None:
         assert var["includeAll"] is True
         assert var["allValue"] == ".*", "All must stay a short regex on large clusters"
     assert "$from" in variable(dashboard, "to")["query"]["query"], "to follows from"
+    for name in ("from", "to"):
+        query = variable(dashboard, name)["query"]["query"]
+        assert all(m in query for m in PATH_MATCHERS.values()), f"{name}: nodes of one path"
+
+
+def custom_options(var: dict[str, Any]) -> dict[str, str]:
+    """text -> value, as Grafana reads the custom variable's query."""
+    options = {}
+    for entry in var["query"].split(","):
+        match = _CUSTOM_OPTION.match(entry)
+        assert match, f"{var['name']}: {entry!r} is not 'text : value'"
+        options[match.group(1).strip()] = match.group(2).strip()
+    return options
+
+
+def matches(regex: str, value: str) -> bool:
+    """Prometheus label regex semantics: anchored; an absent label is the empty string."""
+    return re.fullmatch(f"(?:{regex})", value) is not None
+
+
+def test_path_variables() -> None:
+    """One path at a time, host being the series without a network label."""
+    dashboard = load()
+    for name in ("network", "family"):
+        var = variable(dashboard, name)
+        assert var["type"] == "custom", name
+        # Multi-select or All would mix paths, and Grafana regex-escapes the values ("^$")
+        # of multi-value variables.
+        assert var["multi"] is False and var["includeAll"] is False, name
+        options = custom_options(var)
+        assert [(o["text"], o["value"]) for o in var["options"]] == list(options.items()), name
+        first = var["options"][0]
+        assert var["current"] == {**first, "selected": True}, name
+    network = custom_options(variable(dashboard, "network"))
+    assert list(network) == ["host", "pod"], "host first: the host agents run everywhere"
+    assert matches(network["host"], "") and not matches(network["host"], "pod")
+    assert matches(network["pod"], "pod") and not matches(network["pod"], "")
+    family = custom_options(variable(dashboard, "family"))
+    assert list(family) == ["ipv4", "ipv6"]
+    for chosen, other in (("ipv4", "ipv6"), ("ipv6", "ipv4")):
+        assert matches(family[chosen], chosen) and not matches(family[chosen], other)
+        # Single-stack agents have no family label: shown either way, as by monlat matrix.
+        assert matches(family[chosen], "")
+
+
+def selectors(expr: str) -> Iterator[tuple[str, str]]:
+    """(metric, its matchers or "") for every monlat series an expression selects."""
+    for match in _SELECTORS.finditer(expr):
+        name, matchers = match.groups()
+        if name in PER_PAIR_METRICS or name in AGENT_METRICS or ":" in name:
+            yield name, matchers or ""
+
+
+def test_selectors_extractor() -> None:
+    found = list(
+        selectors(
+            'sum by (from) (rate(monlat_probes_total{a="b"}[5m])) unless on (from) '
+            'monlat_agent_info or label_replace(pair:x:y{c=~"d"}, "from", "$1", "to", "(.*)")'
+        )
+    )
+    assert found == [
+        ("monlat_probes_total", '{a="b"}'),
+        ("monlat_agent_info", ""),
+        ("pair:x:y", '{c=~"d"}'),
+    ]
+
+
+def test_every_query_keeps_one_path() -> None:
+    """Per-pair series filter by network and family, agent series by network."""
+    dashboard = load()
+    exprs = {**queries(dashboard)}
+    for var in dashboard["templating"]["list"]:
+        if var["type"] == "query":
+            exprs[f"variable {var['name']}"] = var["query"]["query"]
+    seen: set[str] = set()
+    for name, expr in exprs.items():
+        for metric, matchers in selectors(expr):
+            seen.add(metric)
+            if metric in AGENT_METRICS or metric.startswith("agent:"):
+                required = [PATH_MATCHERS["network"]]
+            else:
+                required = list(PATH_MATCHERS.values())
+            missing = [m for m in required if m not in matchers]
+            assert not missing, f"{name}: {metric} without {missing}"
+    assert seen & PER_PAIR_METRICS and seen & AGENT_METRICS, "the check above checked nothing"
 
 
 def test_no_data_source_is_baked_in() -> None:
