@@ -697,7 +697,14 @@ def run_pod(core: Any, node: str, ip: str) -> None:
     core.patch_namespaced_pod_status(
         f"{POD_NETWORK_SA}-{node}",
         NAMESPACE,
-        {"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}},
+        {
+            "status": {
+                "phase": "Running",
+                "podIP": ip,
+                "podIPs": [{"ip": ip}],
+                "conditions": [{"type": "Ready", "status": "True"}],
+            }
+        },
     )
 
 
@@ -790,6 +797,16 @@ def test_pod_network_agents_find_each_other_through_their_pods(cluster: Cluster)
     cp.apply(agent_pod(SPARE))
     time.sleep(1.0)
     assert SPARE not in pod_series(pod_agents["n1"].metrics())
+    run_pod(core, SPARE, pod_ip[SPARE])
+    pod_agents["n1"].wait_for(lambda s: SPARE in pod_series(s), timeout=5)
+    # Its node goes NotReady: the node lifecycle controller marks the pod not ready, and the
+    # pod agents leave it out (as the host agents leave out a NotReady Node).
+    core.patch_namespaced_pod_status(
+        f"{POD_NETWORK_SA}-{SPARE}",
+        NAMESPACE,
+        {"status": {"conditions": [{"type": "Ready", "status": "False"}]}},
+    )
+    pod_agents["n1"].wait_for(lambda s: SPARE not in pod_series(s), timeout=5)
     run_pod(core, SPARE, pod_ip[SPARE])
     pod_agents["n1"].wait_for(lambda s: SPARE in pod_series(s), timeout=5)
     # Deleting it takes it out of every pod agent's peers, while the host agent never saw it

@@ -22,6 +22,7 @@ def pod(
     created: str = "2026-11-25T10:00:00Z",
     deleting: bool = False,
     host_network: bool = False,
+    ready: bool | None = None,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "name": name,
@@ -31,6 +32,9 @@ def pod(
     if deleting:
         metadata["deletionTimestamp"] = "2026-11-25T11:00:00Z"
     status: dict[str, Any] = {"phase": phase}
+    if ready is None:
+        ready = phase == "Running"
+    status["conditions"] = [{"type": "Ready", "status": "True" if ready else "False"}]
     if ips:
         status["podIP"] = ips[0]
         status["podIPs"] = [{"ip": ip} for ip in ips]
@@ -62,8 +66,7 @@ def test_pods_that_cannot_be_probed_are_left_out() -> None:
     summary = cache.summary()
     assert summary["host_network_ignored"] == "monlat/host"
     assert (
-        summary["not_running"]
-        == "monlat/no-ip,monlat/pending,monlat/terminating,monlat/unscheduled"
+        summary["not_ready"] == "monlat/no-ip,monlat/pending,monlat/terminating,monlat/unscheduled"
     )
 
 
@@ -122,3 +125,17 @@ def test_thousands_of_events_stay_cheap() -> None:
     assert len(cache.peers()) == 4999
     assert all(peer.address.endswith(".2") for peer in cache.peers().values())
     print(f"\n5,000 pod events: {elapsed * 1000:.0f} ms CPU")
+
+
+def test_not_ready_pods_are_skipped_unless_told_otherwise() -> None:
+    """A pod on a NotReady node is marked not ready by the node lifecycle controller: like the
+    host agents' Nodes, it leaves the peer set (and comes back when ready again)."""
+    pods = [pod("a2", "n2", "10.244.2.7", ready=False), pod("a3", "n3", "10.244.3.7")]
+    cache = PodCache("n1", POLICY)
+    cache.replace(pods)
+    assert list(cache.peers()) == ["n3"]
+    assert cache.apply("MODIFIED", pod("a2", "n2", "10.244.2.7", ready=True))
+    assert sorted(cache.peers()) == ["n2", "n3"]
+    keep = PodCache("n1", POLICY, skip_not_ready=False)
+    keep.replace(pods)
+    assert sorted(keep.peers()) == ["n2", "n3"]

@@ -323,7 +323,10 @@ class KubernetesPods(_ListWatch):
             {"namespace": config.pod_namespace},
             config.pod_selector,
             functools.partial(
-                PodCache, self_name, AddressPolicy(("PodIP",), config.ip_family, config.dual_stack)
+                PodCache,
+                self_name,
+                AddressPolicy(("PodIP",), config.ip_family, config.dual_stack),
+                skip_not_ready=config.skip_not_ready,
             ),
             config.resync_backoff_max_s,
             events,

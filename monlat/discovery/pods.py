@@ -27,9 +27,11 @@ class PodState:
     terminating: bool
     host_network: bool
     created: str  # RFC 3339: sorts chronologically
+    # The pod's Ready condition: its agent answers /readyz, and its node is not NotReady (the
+    # node lifecycle controller marks every pod of a NotReady node not ready).
+    ready: bool = True
 
-    @property
-    def eligible(self) -> bool:
+    def eligible(self, skip_not_ready: bool = True) -> bool:
         # A pod sharing the node's network namespace would measure the host path under the
         # pod label: never a peer here.
         return (
@@ -37,6 +39,7 @@ class PodState:
             and self.running
             and not self.terminating
             and not self.host_network
+            and (self.ready or not skip_not_ready)
         )
 
 
@@ -67,7 +70,10 @@ def pod_state(pod: PodObject, policy: AddressPolicy) -> PodState:
     elif node:
         address = choose_address(entries, AddressPolicy((_POD_IP,), policy.family))
         peers = () if address is None else (Peer(node, address),)
+    conditions = (pod.get("status") or {}).get("conditions") or ()
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
     return PodState(
+        ready=ready,
         node=node,
         peers=peers,
         running=(pod.get("status") or {}).get("phase") == "Running",
@@ -77,11 +83,11 @@ def pod_state(pod: PodObject, policy: AddressPolicy) -> PodState:
     )
 
 
-def representatives(states: Iterable[PodState]) -> dict[str, PodState]:
+def representatives(states: Iterable[PodState], skip_not_ready: bool = True) -> dict[str, PodState]:
     """One pod per node: the newest eligible one (a DaemonSet rollout briefly has two)."""
     chosen: dict[str, PodState] = {}
     for state in states:
-        if not state.eligible:
+        if not state.eligible(skip_not_ready):
             continue
         current = chosen.get(state.node)
         if current is None or state.created > current.created:
@@ -95,9 +101,12 @@ class PodCache:
     An event re-decides only its pod's node, so a rollout over thousands of nodes stays linear.
     """
 
-    def __init__(self, self_node: str, policy: AddressPolicy) -> None:
+    def __init__(
+        self, self_node: str, policy: AddressPolicy, *, skip_not_ready: bool = True
+    ) -> None:
         self._self_node = self_node
         self._policy = policy
+        self._skip_not_ready = skip_not_ready
         self._pods: dict[str, PodState] = {}
         self._on_node: dict[str, set[str]] = {}  # node -> pod keys
         self._peers: dict[str, Peer] = {}
@@ -143,7 +152,7 @@ class PodCache:
         before = {key: self._peers.pop(key) for key in keys if key in self._peers}
         if node and node != self._self_node:
             states = (self._pods[key] for key in self._on_node.get(node, ()))
-            chosen = representatives(states).get(node)
+            chosen = representatives(states, self._skip_not_ready).get(node)
             for peer in chosen.peers if chosen is not None else ():
                 self._peers[peer.key] = peer
         after = {key: self._peers[key] for key in keys if key in self._peers}
@@ -157,12 +166,12 @@ class PodCache:
         waiting = sorted(
             key
             for key, state in self._pods.items()
-            if not state.eligible and not state.host_network
+            if not (state.eligible(self._skip_not_ready) or state.host_network)
         )
         host_network = sorted(key for key, state in self._pods.items() if state.host_network)
         return {
             "pods": len(self._pods),
             "peers": len(self._peers),
-            "not_running": ",".join(waiting) or "none",
+            "not_ready": ",".join(waiting) or "none",
             "host_network_ignored": ",".join(host_network) or "none",
         }
