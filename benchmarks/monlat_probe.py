@@ -49,6 +49,9 @@ class Recorder:
         if self.measuring.is_set():
             self.lags.append(lag_s)
 
+    def flush(self) -> None:
+        pass  # nothing is held back
+
 
 def _hog(stop: threading.Event) -> None:
     while not stop.is_set():

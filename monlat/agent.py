@@ -43,23 +43,49 @@ def _resolve(future: asyncio.Future[None]) -> None:
 class _Fanout:
     """Delivers prober events to results, telemetry and the measurement log."""
 
+    # Send lags reach the telemetry histogram in runs, at most this long after the tick that
+    # measured them: the SDK's record is costly when its code is cold, as it is once per tick,
+    # and cheap on the calls that follow it in a row.
+    LAG_BATCH_S = 1.0
+
     def __init__(
-        self, store: ResultStore, telemetry: Telemetry, log: MeasurementLog | None
+        self,
+        store: ResultStore,
+        telemetry: Telemetry,
+        log: MeasurementLog | None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._telemetry = telemetry
         self._log = log
+        self._clock = clock
+        self._lags: list[float] = []
+        self._lags_since = 0.0
+        # Receivers bound directly where nothing else is due: the prober calls these once per
+        # probe, and a forwarding method would add a Python frame to each call.
+        self.on_outcome: Callable[[Outcome], None] = (
+            store.record if log is None else self._record_and_log
+        )
+        self.on_ignored: Callable[[Ignored], None] = telemetry.on_ignored
 
-    def on_outcome(self, outcome: Outcome) -> None:
+    def _record_and_log(self, outcome: Outcome) -> None:
         self._store.record(outcome)
         if self._log is not None and outcome.result is Result.REPLY and outcome.rtt_s is not None:
             self._log.write(outcome.peer, outcome.rtt_s)
 
-    def on_ignored(self, reason: Ignored) -> None:
-        self._telemetry.on_ignored(reason)
-
     def on_send_lag(self, lag_s: float) -> None:
-        self._telemetry.on_send_lag(lag_s)
+        lags = self._lags
+        lags.append(lag_s)
+        if len(lags) == 1:
+            self._lags_since = self._clock()
+        elif self._clock() - self._lags_since >= self.LAG_BATCH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        lags, self._lags = self._lags, []
+        record = self._telemetry.on_send_lag
+        for lag_s in lags:
+            record(lag_s)
 
 
 def open_transports(config: Config, events: EventLog) -> dict[int, IcmpSocket]:

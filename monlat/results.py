@@ -7,15 +7,17 @@ hence the lock. Readers get immutable `PeerSummary` values and never touch live 
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from monlat.probe.pending import Outcome, Result
+
+_SEND_ERROR = Result.SEND_ERROR
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +67,13 @@ class RttHistogram:
 
     def observe(self, value: float) -> None:
         # Prometheus buckets are upper-inclusive (le): a value equal to a bound belongs to it.
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
         self.count += 1
-        if self.minimum is None or value < self.minimum:
+        minimum, maximum = self.minimum, self.maximum
+        if minimum is None or value < minimum:
             self.minimum = value
-        if self.maximum is None or value > self.maximum:
+        if maximum is None or value > maximum:
             self.maximum = value
 
     def snapshot(self) -> HistogramSnapshot:
@@ -97,13 +100,19 @@ class RttWindow:
         self.histogram = RttHistogram()
 
     def add(self, now: float, outcome: Outcome) -> None:
-        self.counts[outcome.result] += 1
-        if outcome.result is Result.SEND_ERROR:
+        result, rtt = outcome.result, outcome.rtt_s
+        self.counts[result] += 1
+        if result is _SEND_ERROR:
             return  # the agent failed, not the network: no sample either way
-        self._samples.append((now, outcome.rtt_s))
-        if outcome.rtt_s is not None:
-            self.histogram.observe(outcome.rtt_s)
-        self._trim(now)
+        samples = self._samples
+        samples.append((now, rtt))
+        if rtt is not None:
+            self.histogram.observe(rtt)
+        # Trimmed here rather than through _trim: this runs once per probe, and the newest
+        # sample just appended keeps the deque non-empty.
+        horizon = now - self._window_s
+        while samples[0][0] < horizon:
+            samples.popleft()
 
     def _trim(self, now: float) -> None:
         horizon = now - self._window_s

@@ -28,6 +28,8 @@ COOKIE_SIZE = 8
 _TOKEN = struct.Struct("!I")
 _HEADER = struct.Struct("!BBHHH")
 MIN_PAYLOAD = COOKIE_SIZE + _TOKEN.size
+# Header, cookie and token in one unpack: the shape of nearly every packet an agent reads.
+_ECHO = struct.Struct(f"!BBHHH{COOKIE_SIZE}s{_TOKEN.format[1:]}")
 
 
 class Ignored(enum.Enum):
@@ -42,6 +44,10 @@ class Ignored(enum.Enum):
     WRONG_SEQUENCE = "wrong_sequence"
     DUPLICATE = "duplicate"
     LATE = "late"
+
+    # Members are singletons compared by identity; Enum's own hash is a Python-level call on
+    # every counter update keyed by a reason.
+    __hash__ = object.__hash__
 
 
 class Packet(NamedTuple):
@@ -60,6 +66,11 @@ class Packet(NamedTuple):
     icmp_type: int
     icmp_code: int
     reporter: str  # who sent this packet (differs from peer for errors)
+
+
+# NamedTuple's generated __new__ is a Python function; building the tuple directly skips that
+# frame on the per-packet path (the same call `_make` uses).
+_new_packet = tuple.__new__
 
 
 def checksum(data: bytes) -> int:
@@ -100,15 +111,18 @@ class EchoBuilder:
         self._padding = bytes(i & 0xFF for i in range(payload_size - MIN_PAYLOAD))
         # Type/code word, cookie and padding; the token sits on a 16-bit boundary after them.
         self._fixed_sum = (self._type << 8) + _word_sum(cookie) + _word_sum(self._padding)
+        # The whole request in one pack: one allocation per probe instead of a concatenation.
+        self._pack = struct.Struct(f"{_ECHO.format}{len(self._padding)}s").pack
 
     def build(self, ident: int, sequence: int, token: int) -> bytes:
-        tail = self._cookie + _TOKEN.pack(token) + self._padding
         if not self._compute_checksum:
-            return _HEADER.pack(self._type, 0, 0, ident, sequence) + tail
+            return self._pack(self._type, 0, 0, ident, sequence, self._cookie, token, self._padding)
         total = self._fixed_sum + ident + sequence + (token >> 16) + (token & 0xFFFF)
         total = (total & 0xFFFF) + (total >> 16)
         total = (total & 0xFFFF) + (total >> 16)
-        return _HEADER.pack(self._type, 0, ~total & 0xFFFF, ident, sequence) + tail
+        return self._pack(
+            self._type, 0, ~total & 0xFFFF, ident, sequence, self._cookie, token, self._padding
+        )
 
 
 def parse(data: bytes, family: int, source: str, *, ip_header: bool) -> Packet | Ignored:
@@ -117,19 +131,29 @@ def parse(data: bytes, family: int, source: str, *, ip_header: bool) -> Packet |
     `ip_header` is true for raw IPv4 sockets, which deliver the IP header; ICMPv6 raw sockets and
     datagram ("ping") sockets of both families deliver the ICMP message alone.
     """
-    view = memoryview(data)
+    start = 0
     if ip_header:
-        if len(view) < 20:
+        if len(data) < 20:
             return Ignored.TRUNCATED
-        view = view[(view[0] & 0x0F) * 4 :]
-    if len(view) < _HEADER.size:
+        start = (data[0] & 0x0F) * 4
+    size = len(data) - start
+    if size >= _ECHO.size:
+        # Offsets into `data` itself: no view or slice objects for a packet this common.
+        icmp_type, icmp_code, _, ident, sequence, cookie, token = _ECHO.unpack_from(data, start)
+        if icmp_type == ECHO_REPLY[family]:
+            return _new_packet(
+                Packet,
+                (False, source, ident, sequence, cookie, token, icmp_type, icmp_code, source),
+            )
+    elif size < _HEADER.size:
         return Ignored.TRUNCATED
-    icmp_type, icmp_code, _, ident, sequence = _HEADER.unpack_from(view)
+    icmp_type, icmp_code, _, ident, sequence = _HEADER.unpack_from(data, start)
     if icmp_type == ECHO_REPLY[family]:
-        cookie, token = _payload(view[_HEADER.size :])
-        return Packet(False, source, ident, sequence, cookie, token, icmp_type, icmp_code, source)
+        # Shorter than our payload: no cookie, no token (the fast path above takes the rest).
+        return Packet(False, source, ident, sequence, None, None, icmp_type, icmp_code, source)
     if icmp_type in ERROR_TYPES[family]:
-        return _parse_error(view[_HEADER.size :], family, source, icmp_type, icmp_code)
+        quoted = memoryview(data)[start + _HEADER.size :]
+        return _parse_error(quoted, family, source, icmp_type, icmp_code)
     return Ignored.OTHER_TYPE
 
 

@@ -22,6 +22,10 @@ class Result(enum.Enum):
     ERROR = "error"  # an ICMP error (unreachable, time exceeded) came back instead
     SEND_ERROR = "send_error"  # the kernel refused to send; says nothing about the network
 
+    # Members are singletons compared by identity; Enum's own hash is a Python-level call on
+    # every per-result counter update, once per probe.
+    __hash__ = object.__hash__
+
 
 class Outcome(NamedTuple):
     """How one probe ended; a NamedTuple because one is made per probe."""
@@ -32,6 +36,12 @@ class Outcome(NamedTuple):
     result: Result
     rtt_s: float | None = None
     detail: str | None = None
+
+
+# NamedTuple's generated __new__ is a Python function; building the tuple directly skips that
+# frame once per probe (the same call `_make` uses). Every field must then be given.
+_new_outcome = tuple.__new__
+_REPLY = Result.REPLY
 
 
 @dataclass(slots=True)
@@ -90,15 +100,16 @@ class PendingProbes:
         return True
 
     def match(self, packet: Packet, received_ns: int) -> Outcome | Ignored:
-        if self._ident is not None and packet.ident != self._ident:
+        # One unpack instead of an attribute lookup per field: this runs once per reply.
+        is_error, peer, ident, sequence, cookie, token, icmp_type, icmp_code, reporter = packet
+        if self._ident is not None and ident != self._ident:
             return Ignored.FOREIGN
-        if packet.cookie is not None and packet.cookie != self._cookie:
+        if cookie is not None and cookie != self._cookie:
             return Ignored.BAD_COOKIE
-        token = packet.token
         if token is None:
-            if not packet.is_error:
+            if not is_error:
                 return Ignored.TRUNCATED
-            token = self._by_address.get((packet.peer, packet.sequence))
+            token = self._by_address.get((peer, sequence))
             if token is None:
                 return Ignored.UNEXPECTED
         probe = self._waiting.get(token)
@@ -107,25 +118,25 @@ class PendingProbes:
             if finished is None:
                 return Ignored.UNEXPECTED
             return Ignored.LATE if finished is Result.TIMEOUT else Ignored.DUPLICATE
-        if probe.address != packet.peer:
+        if probe.address != peer:
             return Ignored.WRONG_SOURCE
-        if probe.sequence != packet.sequence:
+        if probe.sequence != sequence:
             return Ignored.WRONG_SEQUENCE
         self._finish(probe)
-        if packet.is_error:
+        if is_error:
             self._remember(token, Result.ERROR)
-            detail = f"icmp type {packet.icmp_type} code {packet.icmp_code} from {packet.reporter}"
-            return Outcome(probe.peer, probe.address, probe.sequence, Result.ERROR, detail=detail)
+            detail = f"icmp type {icmp_type} code {icmp_code} from {reporter}"
+            return Outcome(probe.peer, peer, sequence, Result.ERROR, detail=detail)
         elapsed_ns = received_ns - probe.sent_ns
         if self._timeout_ns is not None and elapsed_ns > self._timeout_ns:
             self._remember(token, Result.TIMEOUT)
-            return Outcome(probe.peer, probe.address, probe.sequence, Result.TIMEOUT)
-        self._remember(token, Result.REPLY)
+            return Outcome(probe.peer, peer, sequence, Result.TIMEOUT)
+        self._remember(token, _REPLY)
         rtt = elapsed_ns / 1e9
         if rtt < 0:
             # The wall clock stepped backwards between send and receive; the sample is unusable.
-            return Outcome(probe.peer, probe.address, probe.sequence, Result.ERROR, detail="clock")
-        return Outcome(probe.peer, probe.address, probe.sequence, Result.REPLY, rtt_s=rtt)
+            return Outcome(probe.peer, peer, sequence, Result.ERROR, detail="clock")
+        return _new_outcome(Outcome, (probe.peer, peer, sequence, _REPLY, rtt, None))
 
     def expire(self, now: float) -> list[Outcome]:
         """Time out every waiting probe whose deadline has passed."""
@@ -153,9 +164,12 @@ class PendingProbes:
 
     def _finish(self, probe: _Probe) -> None:
         del self._waiting[probe.token]
+        # Popped unconditionally, one lookup: the entry is almost always this probe's. A later
+        # probe under the same address and (wrapped) sequence keeps its entry.
         key = (probe.address, probe.sequence)
-        if self._by_address.get(key) == probe.token:
-            del self._by_address[key]
+        other = self._by_address.pop(key, probe.token)
+        if other != probe.token:
+            self._by_address[key] = other
 
     def _remember(self, token: int, result: Result) -> None:
         self._finished[token] = result

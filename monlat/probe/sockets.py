@@ -34,6 +34,8 @@ _MSG_ERRQUEUE = 0x2000
 _ENOMSG = 42  # sock_extended_err.ee_errno of a timestamp report
 _TIMESPEC = struct.Struct("@qq")
 _EXTENDED_ERR = struct.Struct("@IBBBBII")
+# ee_errno and ee_data of a sock_extended_err, the only fields a timestamp report needs.
+_ERRNO_AND_DATA = struct.Struct("@I8xI")
 _SOL_RAW = 255
 _ICMP_FILTER = 1
 _ICMP6_FILTER = 1
@@ -54,6 +56,11 @@ class Datagram(NamedTuple):
     received_ns: int  # CLOCK_REALTIME from the kernel, when it stamped the packet
 
 
+# NamedTuple's generated __new__ is a Python function; building the tuple directly skips that
+# frame once per received packet (the same call `_make` uses).
+_new_datagram = tuple.__new__
+
+
 class IcmpSocket:
     """A non-blocking ICMP socket with kernel receive timestamps."""
 
@@ -72,6 +79,8 @@ class IcmpSocket:
         self.receive_buffer_bytes = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
         self.tx_timestamps = _enable_timestamps(self.sock)
         self._tx_key = 0
+        # Only IPv6 sources can carry a scope ("fe80::1%eth0").
+        self._scoped_sources = family == socket.AF_INET6
         if raw:
             self.ident: int | None = random.randrange(1, 0xFFFF)
             _install_type_filter(self.sock, family)
@@ -106,7 +115,10 @@ class IcmpSocket:
     def transmit_times(self) -> list[tuple[int, int]]:
         """(key, CLOCK_REALTIME ns) for each packet the kernel has reported as sent."""
         reported: list[tuple[int, int]] = []
-        recvmsg = self.sock.recvmsg
+        # Bound once: this loop runs once per probe sent.
+        recvmsg, append = self.sock.recvmsg, reported.append
+        timespec, error_fields = _TIMESPEC.unpack_from, _ERRNO_AND_DATA.unpack_from
+        sol_socket, error_size = socket.SOL_SOCKET, _EXTENDED_ERR.size
         while True:
             try:
                 _, ancillary, _, _ = recvmsg(0, _ERRQUEUE_ANCILLARY_SIZE, _MSG_ERRQUEUE)
@@ -114,20 +126,23 @@ class IcmpSocket:
                 return reported
             stamp, key = 0, -1
             for level, kind, data in ancillary:
-                if kind == SCM_TIMESTAMPING and level == socket.SOL_SOCKET:
-                    seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+                if kind == SCM_TIMESTAMPING and level == sol_socket:
+                    seconds, nanoseconds = timespec(data)
                     stamp = seconds * 1_000_000_000 + nanoseconds
-                elif len(data) >= _EXTENDED_ERR.size:
-                    error, _, _, _, _, _, info = _EXTENDED_ERR.unpack_from(data)
+                elif len(data) >= error_size:
+                    error, info = error_fields(data)
                     if error == _ENOMSG:
                         key = info
             if key >= 0 and stamp:
-                reported.append((key, stamp))
+                append((key, stamp))
 
     def receive_all(self) -> list[Datagram]:
         """Everything queued, read without blocking."""
         received: list[Datagram] = []
-        recvmsg = self.sock.recvmsg
+        # Bound once: this loop runs once per reply.
+        recvmsg, append = self.sock.recvmsg, received.append
+        timespec, timespec_size = _TIMESPEC.unpack_from, _TIMESPEC.size
+        scoped = self._scoped_sources
         while True:
             try:
                 data, ancillary, _, address = recvmsg(_MAX_PACKET, _ANCILLARY_SIZE)
@@ -142,13 +157,15 @@ class IcmpSocket:
             # SCM_TIMESTAMPING carries three timespecs, the software one first (SCM_TIMESTAMPNS
             # one); the receive path asks for nothing else, so it is the only message.
             stamp = 0
-            if ancillary and len(ancillary[0][2]) >= _TIMESPEC.size:
-                seconds, nanoseconds = _TIMESPEC.unpack_from(ancillary[0][2])
-                stamp = seconds * 1_000_000_000 + nanoseconds
+            if ancillary:
+                stamps = ancillary[0][2]
+                if len(stamps) >= timespec_size:
+                    seconds, nanoseconds = timespec(stamps)
+                    stamp = seconds * 1_000_000_000 + nanoseconds
             source = address[0]
-            if "%" in source:
+            if scoped and "%" in source:
                 source = source.split("%", 1)[0]
-            received.append(Datagram(data, source, stamp))
+            append(_new_datagram(Datagram, (data, source, stamp)))
 
     def close(self) -> None:
         self._owner.close()
