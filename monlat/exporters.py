@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
@@ -151,5 +151,8 @@ def build_export(config: Config, version: str, histograms: RttHistograms) -> Exp
         metric_readers=readers,
         resource=build_resource(config.node_name, version, config.network_label),
         views=views,
+        # monlat records no traces, so an exemplar could never carry anything; the reservoirs
+        # would still be filled and collected for every point of every export.
+        exemplar_filter=AlwaysOffExemplarFilter(),
     )
     return Export(provider, registry)

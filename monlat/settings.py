@@ -136,7 +136,7 @@ _AGENT_FLAGS = (
     ),
     _Flag("--exporters", "OTEL_METRICS_EXPORTER", "prometheus, otlp, both (comma) or none"),
     _Flag("--otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP endpoint URL", "URL"),
-    _Flag("--export-interval", "OTEL_METRIC_EXPORT_INTERVAL", "OTLP push period; default 5s"),
+    _Flag("--export-interval", "OTEL_METRIC_EXPORT_INTERVAL", "OTLP push period; default 15s"),
     _Flag(
         "--log-measurements",
         "MONLAT_LOG_MEASUREMENTS",
@@ -205,7 +205,7 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
     listen_setting, listen_text = prometheus_listen or settings.text("--listen", DEFAULT_LISTEN)
     listen = parse_listen(listen_setting, listen_text)
 
-    export_setting, export_text = settings.text("--export-interval", "5s")
+    export_setting, export_text = settings.text("--export-interval", "15s")
     export_interval = parse_duration(export_setting, export_text, default_unit="ms")
 
     otlp = _otlp_config(settings) if "otlp" in exporters else None
