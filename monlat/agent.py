@@ -29,7 +29,7 @@ from monlat.probe.prober import Prober, Target, Transport
 from monlat.probe.sockets import IcmpSocket, ProbeSetupError, open_socket
 from monlat.results import ResultStore
 from monlat.settings import DEFAULT_PEERS
-from monlat.telemetry import PairLabels, RttHistograms, Snapshots, Telemetry
+from monlat.telemetry import PairLabels, PairSeries, Snapshots, Telemetry
 
 # The probe loop wakes at least every 0.25 s; silence much longer than that means it is stuck.
 _LIVENESS_S = 10.0
@@ -158,7 +158,7 @@ class Agent:
             families=config.dual_stack,
             network=config.network_label,
         )
-        export = build_export(config, __version__, RttHistograms(snapshots, labels))
+        export = build_export(config, __version__, PairSeries(snapshots, labels))
         telemetry = Telemetry(
             # No meter version: the collector would see an upgraded agent as a colliding source.
             export.provider.get_meter("monlat"),

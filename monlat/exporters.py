@@ -24,7 +24,7 @@ from prometheus_client.core import Metric as PrometheusMetric
 from prometheus_client.registry import Collector
 
 from monlat.config import Config, OtlpConfig
-from monlat.telemetry import RttHistograms
+from monlat.telemetry import PairSeries
 
 # Every attribute set ever seen counts towards the limit (2,000 by default): a 5,000-node cluster
 # with churn needs far more on the per-pair instruments.
@@ -72,34 +72,34 @@ def _otlp_exporter(otlp: OtlpConfig) -> MetricExporter:
     return HttpExporter(endpoint=otlp.endpoint, headers=headers or None, timeout=otlp.timeout_s)
 
 
-class _WithRttHistograms(MetricExporter):
-    """Adds monlat_rtt, aggregated in results, to each batch the OTLP exporter sends."""
+class _WithPairSeries(MetricExporter):
+    """Adds the per-pair series, built in telemetry from results, to each batch sent by OTLP."""
 
-    def __init__(self, inner: MetricExporter, histograms: RttHistograms) -> None:
+    def __init__(self, inner: MetricExporter, series: PairSeries) -> None:
         super().__init__(
             preferred_temporality=inner._preferred_temporality,
             preferred_aggregation=inner._preferred_aggregation,
         )
         self._inner = inner
-        self._histograms = histograms
+        self._series = series
         self._scope = InstrumentationScope("monlat")
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
-        metric = self._histograms.otel_metric()
-        if metric is not None and metrics_data.resource_metrics:
+        metrics = self._series.otel_metrics()
+        if metrics and metrics_data.resource_metrics:
             first, *rest = metrics_data.resource_metrics
             # Into monlat's own scope: the OTLP encoder keys scopes by identity, so a second
             # ScopeMetrics for the same scope would replace the first instead of joining it.
             scopes = list(first.scope_metrics)
             index = next((i for i, sm in enumerate(scopes) if sm.scope == self._scope), None)
             if index is None:
-                scopes.append(ScopeMetrics(scope=self._scope, metrics=[metric], schema_url=""))
+                scopes.append(ScopeMetrics(scope=self._scope, metrics=metrics, schema_url=""))
             else:
                 own = scopes[index]
                 scopes[index] = ScopeMetrics(
-                    scope=own.scope, metrics=[*own.metrics, metric], schema_url=own.schema_url
+                    scope=own.scope, metrics=[*own.metrics, *metrics], schema_url=own.schema_url
                 )
             first = ResourceMetrics(
                 resource=first.resource, scope_metrics=scopes, schema_url=first.schema_url
@@ -114,17 +114,17 @@ class _WithRttHistograms(MetricExporter):
         self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
-class _RttCollector(Collector):
-    """The same histograms on the agent's own /metrics."""
+class _PairCollector(Collector):
+    """The same per-pair series on the agent's own /metrics."""
 
-    def __init__(self, histograms: RttHistograms) -> None:
-        self._histograms = histograms
+    def __init__(self, series: PairSeries) -> None:
+        self._series = series
 
     def collect(self) -> Iterator[PrometheusMetric]:
-        yield self._histograms.prometheus_family()
+        yield from self._series.prometheus_families()
 
 
-def build_export(config: Config, version: str, histograms: RttHistograms) -> Export:
+def build_export(config: Config, version: str, series: PairSeries) -> Export:
     readers: list[MetricReader] = []
     registry: CollectorRegistry | None = None
     if config.prometheus:
@@ -132,7 +132,7 @@ def build_export(config: Config, version: str, histograms: RttHistograms) -> Exp
 
         # A private registry keeps python_gc_* and process_* out of the exposition.
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_RttCollector(histograms))
+        registry.register(_PairCollector(series))
         readers.append(
             PrometheusMetricReader(
                 disable_target_info=True, scope_info_enabled=False, registry=registry
@@ -141,7 +141,7 @@ def build_export(config: Config, version: str, histograms: RttHistograms) -> Exp
     if config.otlp is not None:
         readers.append(
             PeriodicExportingMetricReader(
-                _WithRttHistograms(_otlp_exporter(config.otlp), histograms),
+                _WithPairSeries(_otlp_exporter(config.otlp), series),
                 export_interval_millis=config.export_interval_s * 1000,
                 export_timeout_millis=config.otlp.timeout_s * 1000,
             )

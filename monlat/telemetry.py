@@ -1,11 +1,11 @@
-"""OpenTelemetry instruments. Observable ones read `ResultStore` snapshots; nothing here probes.
+"""Telemetry: what the exporters publish, read from `ResultStore` snapshots; nothing here probes.
+
+Per-pair series (`PairSeries`) are built whole from one snapshot into finished OpenTelemetry
+points and Prometheus families; the agent's own series (`Telemetry`) are SDK instruments.
 
 Names are chosen so that the Prometheus name is the same on every export path:
 `latency_between_nodes` has no unit (a unit would append `_milliseconds`), the others use base
 units that the exporters turn into the usual `_seconds` / `_total` suffixes.
-
-The per-pair RTT histogram is aggregated in `results` and handed to the exporters whole
-(`RttHistograms`), instead of through a synchronous SDK Histogram on the probe path.
 """
 
 from __future__ import annotations
@@ -13,15 +13,24 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    Gauge,
     Histogram,
     HistogramDataPoint,
     Metric,
+    NumberDataPoint,
+    Sum,
 )
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.metrics_core import Metric as PrometheusMetric
 
 from monlat.discovery import PeerMap, split_key
 from monlat.probe.icmp import Ignored
@@ -126,21 +135,106 @@ class PairLabels:
         return labels
 
 
-class RttHistograms:
-    """`monlat_rtt` per (from, to): finished histograms for the OTLP and Prometheus exporters.
+@dataclass(frozen=True)
+class _PairGauge:
+    otel_name: str
+    unit: str
+    prometheus_name: str
+    description: str
+    value: Callable[[PeerSummary], float | None]
 
-    A departed peer's histogram goes with it, like every other per-pair series.
+
+def _latency_ms(summary: PeerSummary) -> float | None:
+    return None if summary.latency_ms is None else round(summary.latency_ms, 3)
+
+
+_PAIR_GAUGES = (
+    _PairGauge(
+        LATENCY_METRIC,
+        "",
+        LATENCY_METRIC,
+        "Round-trip time to the peer node in milliseconds, latest interval",
+        _latency_ms,
+    ),
+    _PairGauge(
+        "monlat_loss_ratio",
+        "",
+        "monlat_loss_ratio",
+        "Share of probes without reply over the loss window (0..1)",
+        lambda s: s.loss_ratio,
+    ),
+    _PairGauge(
+        "monlat_jitter",
+        "s",
+        "monlat_jitter_seconds",
+        "Mean absolute difference between consecutive RTTs over the window",
+        lambda s: s.jitter_s,
+    ),
+)
+PROBES_METRIC = "monlat_probes"
+PROBES_DESCRIPTION = "Probes finished, by result (reply, timeout, error, send_error)"
+
+
+class PairSeries:
+    """Every per-pair series, built from one `ResultStore` snapshot into finished points for
+    both exporters: latency_between_nodes, monlat_loss_ratio, monlat_jitter, monlat_probes by
+    result, and the monlat_rtt histogram.
+
+    Not SDK instruments: an observable instrument aggregates every point again per attribute
+    set, and the Prometheus reader converts every point once more per scrape; at 1,000 peers
+    that was most of an export's cost. A pair leaves every series with its peer.
     """
 
     def __init__(self, snapshots: Snapshots, labels: PairLabels) -> None:
         self._snapshots = snapshots
         self._labels = labels
 
-    def otel_metric(self) -> Metric | None:
+    def otel_metrics(self) -> list[Metric]:
+        summaries = self._snapshots.get()
+        if not summaries:
+            return []
         now = time.time_ns()
-        points = [
+        of = self._labels.of
+        attributes = [(summary, of(summary.peer)) for summary in summaries]
+        metrics = []
+        for gauge in _PAIR_GAUGES:
+            points = []
+            for summary, pair in attributes:
+                value = gauge.value(summary)
+                if value is not None:
+                    points.append(NumberDataPoint(pair, summary.histogram.start_ns, now, value))
+            if points:
+                metrics.append(
+                    Metric(
+                        name=gauge.otel_name,
+                        description=gauge.description,
+                        unit=gauge.unit,
+                        data=Gauge(data_points=points),
+                    )
+                )
+        probes = [
+            NumberDataPoint(
+                {**pair, "result": result.value}, summary.histogram.start_ns, now, count
+            )
+            for summary, pair in attributes
+            for result, count in summary.counts
+        ]
+        if probes:
+            metrics.append(
+                Metric(
+                    name=PROBES_METRIC,
+                    description=PROBES_DESCRIPTION,
+                    unit="",
+                    data=Sum(
+                        data_points=probes,
+                        aggregation_temporality=AggregationTemporality.CUMULATIVE,
+                        is_monotonic=True,
+                    ),
+                )
+            )
+        histograms = [
             HistogramDataPoint(
-                attributes=self._labels.of(s.peer),
+                attributes=pair,
                 start_time_unix_nano=s.histogram.start_ns,
                 time_unix_nano=now,
                 count=s.histogram.count,
@@ -150,24 +244,44 @@ class RttHistograms:
                 min=s.histogram.minimum if s.histogram.minimum is not None else 0.0,
                 max=s.histogram.maximum if s.histogram.maximum is not None else 0.0,
             )
-            for s in self._snapshots.get()
+            for s, pair in attributes
         ]
-        if not points:
-            return None
-        return Metric(
-            name=RTT_METRIC,
-            description=RTT_DESCRIPTION,
-            unit="s",
-            data=Histogram(
-                data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE
-            ),
+        metrics.append(
+            Metric(
+                name=RTT_METRIC,
+                description=RTT_DESCRIPTION,
+                unit="s",
+                data=Histogram(
+                    data_points=histograms,
+                    aggregation_temporality=AggregationTemporality.CUMULATIVE,
+                ),
+            )
         )
+        return metrics
 
-    def prometheus_family(self) -> HistogramMetricFamily:
-        family = HistogramMetricFamily(
-            f"{RTT_METRIC}_seconds", RTT_DESCRIPTION, labels=self._labels.names, unit="seconds"
+    def prometheus_families(self) -> list[PrometheusMetric]:
+        names = self._labels.names
+        summaries = self._snapshots.get()
+        values = [(summary, list(self._labels.of(summary.peer).values())) for summary in summaries]
+        families: list[PrometheusMetric] = []
+        for gauge in _PAIR_GAUGES:
+            family = GaugeMetricFamily(gauge.prometheus_name, gauge.description, labels=names)
+            for summary, pair in values:
+                value = gauge.value(summary)
+                if value is not None:
+                    family.add_metric(pair, value)
+            if family.samples:  # as the SDK did: no series, no family
+                families.append(family)
+        probes = CounterMetricFamily(PROBES_METRIC, PROBES_DESCRIPTION, labels=[*names, "result"])
+        for summary, pair in values:
+            for result, count in summary.counts:
+                probes.add_metric([*pair, result.value], count)
+        if probes.samples:
+            families.append(probes)
+        rtt = HistogramMetricFamily(
+            f"{RTT_METRIC}_seconds", RTT_DESCRIPTION, labels=names, unit="seconds"
         )
-        for summary in self._snapshots.get():
+        for summary, pair in values:
             histogram = summary.histogram
             cumulative, buckets = 0, []
             for bound, count in zip(
@@ -175,9 +289,9 @@ class RttHistograms:
             ):
                 cumulative += count
                 buckets.append((_le(bound), cumulative))
-            values = list(self._labels.of(summary.peer).values())
-            family.add_metric(values, buckets, histogram.total)
-        return family
+            rtt.add_metric(pair, buckets, histogram.total)
+        families.append(rtt)
+        return families
 
 
 def _le(bound: float) -> str:
@@ -197,7 +311,6 @@ class Telemetry:
         version: str,
     ) -> None:
         self._snapshots = snapshots
-        self._labels = labels
         self._from = labels.node
         self._agent = labels.agent()
         self._ignored: dict[Ignored, int] = dict.fromkeys(Ignored, 0)
@@ -206,27 +319,6 @@ class Telemetry:
         # count by (to) (latency_between_nodes) to find blind spots.
         self.expected_probers = 0
 
-        meter.create_observable_gauge(
-            LATENCY_METRIC,
-            callbacks=[self._observe_latency],
-            description="Round-trip time to the peer node in milliseconds, latest interval",
-        )
-        meter.create_observable_gauge(
-            "monlat_loss_ratio",
-            callbacks=[self._observe_loss],
-            description="Share of probes without reply over the loss window (0..1)",
-        )
-        meter.create_observable_gauge(
-            "monlat_jitter",
-            unit="s",
-            callbacks=[self._observe_jitter],
-            description="Mean absolute difference between consecutive RTTs over the window",
-        )
-        meter.create_observable_counter(
-            "monlat_probes",
-            callbacks=[self._observe_probes],
-            description="Probes finished, by result (reply, timeout, error, send_error)",
-        )
         meter.create_observable_counter(
             "monlat_ignored_packets",
             callbacks=[self._observe_ignored],
@@ -263,38 +355,6 @@ class Telemetry:
         self._send_lag.record(lag_s, self._agent)
 
     # Callbacks (exporter threads).
-
-    def _summaries(self) -> list[PeerSummary]:
-        return self._snapshots.get()
-
-    def _pair(self, summary: PeerSummary) -> dict[str, str]:
-        return self._labels.of(summary.peer)
-
-    def _per_pair(self, value: Callable[[PeerSummary], float | None]) -> list[Observation]:
-        """One observation per peer that has a value; a peer without one drops out."""
-        observations = []
-        for summary in self._summaries():
-            measured = value(summary)
-            if measured is not None:
-                observations.append(Observation(measured, self._pair(summary)))
-        return observations
-
-    def _observe_latency(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._per_pair(lambda s: None if s.latency_ms is None else round(s.latency_ms, 3))
-
-    def _observe_loss(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._per_pair(lambda s: s.loss_ratio)
-
-    def _observe_jitter(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._per_pair(lambda s: s.jitter_s)
-
-    def _observe_probes(self, options: CallbackOptions) -> Iterable[Observation]:
-        observations = []
-        for summary in self._summaries():
-            for result, count in summary.counts:
-                attributes = {**self._pair(summary), "result": result.value}
-                observations.append(Observation(count, attributes))
-        return observations
 
     def _observe_ignored(self, options: CallbackOptions) -> Iterable[Observation]:
         return [

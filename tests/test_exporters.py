@@ -15,10 +15,10 @@ from opentelemetry.sdk.metrics.export import (
 )
 from prometheus_client import CollectorRegistry, generate_latest
 
-from monlat.exporters import _RttCollector, _WithRttHistograms, build_resource
+from monlat.exporters import _PairCollector, _WithPairSeries, build_resource
 from monlat.probe.pending import Outcome, Result
-from monlat.results import ResultStore
-from monlat.telemetry import PairLabels, RttHistograms, Snapshots
+from monlat.results import PeerSummary, ResultStore
+from monlat.telemetry import PairLabels, PairSeries, Snapshots
 
 
 class Capture(MetricExporter):
@@ -39,13 +39,20 @@ class Capture(MetricExporter):
         pass
 
 
-def histograms_with(rtts: Sequence[float]) -> RttHistograms:
+def series_with(rtts: Sequence[float], timeouts: int = 0) -> PairSeries:
     store = ResultStore(window_s=60, interval_s=1, timeout_s=1, probes_per_interval=1,
                         clock=lambda: 0.0)  # fmt: skip
     store.set_peers([("b", "10.0.0.2")])
     for rtt in rtts:
         store.record(Outcome("b", "10.0.0.2", 0, Result.REPLY, rtt_s=rtt))
-    return RttHistograms(Snapshots(store), PairLabels("a"))
+    for _ in range(timeouts):
+        store.record(Outcome("b", "10.0.0.2", 0, Result.TIMEOUT))
+    return PairSeries(Snapshots(store), PairLabels("a"))
+
+
+def summary_of(series: PairSeries) -> PeerSummary:
+    (summary,) = series._snapshots.get()
+    return summary
 
 
 def scopes(batch: MetricsData) -> list[tuple[str, list[str]]]:
@@ -56,10 +63,11 @@ def scopes(batch: MetricsData) -> list[tuple[str, list[str]]]:
     ]
 
 
-def test_histogram_joins_the_existing_monlat_scope() -> None:
+def test_pair_series_join_the_existing_monlat_scope() -> None:
     capture = Capture()
+    series = series_with([0.0004, 0.0011, 0.0011])
     reader = PeriodicExportingMetricReader(
-        _WithRttHistograms(capture, histograms_with([0.0004, 0.0011, 0.0011])),
+        _WithPairSeries(capture, series),
         export_interval_millis=3_600_000,
     )
     provider = MeterProvider(metric_readers=[reader])
@@ -70,7 +78,20 @@ def test_histogram_joins_the_existing_monlat_scope() -> None:
     provider.get_meter("monlat").create_observable_gauge("g", callbacks=[gauge])
     provider.force_flush()
     provider.shutdown()
-    assert scopes(capture.batches[0]) == [("monlat", ["g", "monlat_rtt"])]
+    assert scopes(capture.batches[0]) == [
+        (
+            "monlat",
+            ["g", "latency_between_nodes", "monlat_loss_ratio", "monlat_jitter", "monlat_probes",
+             "monlat_rtt"],
+        )
+    ]  # fmt: skip
+    metrics = {m.name: m for m in capture.batches[0].resource_metrics[0].scope_metrics[0].metrics}
+    (latency,) = metrics["latency_between_nodes"].data.data_points
+    assert latency.attributes == {"from": "a", "to": "b"}
+    assert latency.value == round(summary_of(series).latency_ms or 0.0, 3) > 0
+    assert metrics["latency_between_nodes"].unit == "" and metrics["monlat_jitter"].unit == "s"
+    probes = metrics["monlat_probes"].data
+    assert probes.is_monotonic and [p.attributes["result"] for p in probes.data_points] == ["reply"]
     (metric,) = [m for sm in capture.batches[0].resource_metrics[0].scope_metrics
                  for m in sm.metrics if m.name == "monlat_rtt"]  # fmt: skip
     (point,) = metric.data.data_points
@@ -81,7 +102,7 @@ def test_histogram_joins_the_existing_monlat_scope() -> None:
 
 def test_prometheus_family_is_cumulative_and_upper_inclusive() -> None:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_RttCollector(histograms_with([0.0004, 0.0011, 0.0011, 30.0])))
+    registry.register(_PairCollector(series_with([0.0004, 0.0011, 0.0011, 30.0])))
     text = generate_latest(registry).decode()
     assert 'monlat_rtt_seconds_bucket{from="a",le="0.0004",to="b"} 1.0' in text
     assert 'monlat_rtt_seconds_bucket{from="a",le="0.0008",to="b"} 1.0' in text
@@ -89,6 +110,21 @@ def test_prometheus_family_is_cumulative_and_upper_inclusive() -> None:
     assert 'monlat_rtt_seconds_bucket{from="a",le="26.2144",to="b"} 3.0' in text
     assert 'monlat_rtt_seconds_bucket{from="a",le="+Inf",to="b"} 4.0' in text
     assert 'monlat_rtt_seconds_count{from="a",to="b"} 4.0' in text
+
+
+def test_prometheus_pair_series_names_and_lines() -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_PairCollector(series_with([0.0004, 0.0006], timeouts=2)))
+    lines = generate_latest(registry).decode().splitlines()
+    # The latest interval ended in timeouts: no latency line (nor an empty family), loss half.
+    assert not any(line.startswith("latency_between_nodes") for line in lines)
+    assert not any("latency_between_nodes" in line for line in lines)
+    assert 'monlat_loss_ratio{from="a",to="b"} 0.5' in lines
+    assert 'monlat_probes_total{from="a",result="reply",to="b"} 2.0' in lines
+    assert 'monlat_probes_total{from="a",result="timeout",to="b"} 2.0' in lines
+    assert any(line.startswith('monlat_jitter_seconds{from="a",to="b"} ') for line in lines)
+    assert "# TYPE monlat_probes_total counter" in lines
+    assert not any("_created" in line for line in lines)
 
 
 def test_a_pod_network_agent_is_its_own_instance() -> None:
