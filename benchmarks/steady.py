@@ -1,5 +1,6 @@
 """Steady state of a whole running agent (`monlat agent`): CPU share, resident memory and its own
-send-lag histogram, with N loopback peers probed once a second."""
+send-lag histogram, with N loopback peers probed once a second; once as measured alone, and once
+as deployed in Kubernetes, pushing OTLP every 15 s to the real collector."""
 
 from __future__ import annotations
 
@@ -50,13 +51,16 @@ def _p99_bound(before: dict[float, float], after: dict[float, float]) -> tuple[f
     return bound, 1 - counts.get(0.01, total) / total if total else 0.0
 
 
-def measure(peers: int, seconds: float) -> dict[str, Any]:
+def measure(peers: int, seconds: float, otlp_endpoint: str | None = None) -> dict[str, Any]:
+    """With `otlp_endpoint`, the agent also pushes OTLP there every 15 s (the DaemonSet's
+    setting); its /metrics is read only outside the measured window either way."""
     peers_file = Path(tempfile.mkstemp(suffix=".peers")[1])
     peers_file.write_text("\n".join(loopback(peers)) + "\n")
+    otlp = ["--otlp-endpoint", otlp_endpoint, "--export-interval", "15s"] if otlp_endpoint else []
     agent = subprocess.Popen(
         [sys.executable, "-m", "monlat", "agent", "--node-name", "bench", "--peers-file",
          str(peers_file), "--interval", "1s", "--log-measurements", "false",
-         "--prometheus", f"127.0.0.1:{_PORT}"],
+         "--prometheus", f"127.0.0.1:{_PORT}", *otlp],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -77,6 +81,7 @@ def measure(peers: int, seconds: float) -> dict[str, Any]:
         peers_file.unlink()
     return {
         "peers": peers,
+        "otlp": otlp_endpoint is not None,
         "seconds": elapsed,
         "cpu_share_of_one_core": cpu / elapsed,
         "rss_peak_mib": rss_peak,
@@ -85,15 +90,36 @@ def measure(peers: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def run(peer_counts: list[int], seconds: float) -> dict[str, Any]:
-    return {str(n): measure(n, seconds) for n in peer_counts}
+def run(peer_counts: list[int], seconds: float, otlp_peers: int | None = None) -> dict[str, Any]:
+    figures = {str(n): measure(n, seconds) for n in peer_counts}
+    if otlp_peers is not None:
+        figures[f"{otlp_peers}+otlp"] = measure_with_collector(otlp_peers, seconds)
+    return figures
+
+
+def measure_with_collector(peers: int, seconds: float) -> dict[str, Any]:
+    from tests.collector import Collector, collector_binary, free_ports
+
+    grpc, http, metrics, health = free_ports(4)
+    collector = Collector(collector_binary(), "127.0.0.1", grpc, http, metrics, health)
+    log = Path(tempfile.mkstemp(suffix=".collector.log")[1])
+    collector.start(log)
+    try:
+        collector.wait_healthy()
+        return measure(peers, seconds, otlp_endpoint=f"http://127.0.0.1:{grpc}")
+    finally:
+        collector.stop()
+        log.unlink()
 
 
 def print_table(figures: dict[str, Any]) -> None:
     print("\n## Steady state: `monlat agent`, loopback peers at 1 probe/s each, logs off")
-    print(f"{'peers':>6} {'seconds':>8} {'CPU (1 core)':>13} {'RSS peak':>9} {'lag p99 <=':>11}")
+    print(f"{'peers':>6} {'export':>16} {'seconds':>8} {'CPU (1 core)':>13} {'RSS peak':>9} "
+          f"{'lag p99 <=':>11}")  # fmt: skip
     for row in figures.values():
+        export = "OTLP every 15 s" if row.get("otlp") else "none (pull)"
         print(
-            f"{row['peers']:>6} {row['seconds']:>8.0f} {row['cpu_share_of_one_core']:>12.1%} "
+            f"{row['peers']:>6} {export:>16} {row['seconds']:>8.0f} "
+            f"{row['cpu_share_of_one_core']:>12.1%} "
             f"{row['rss_peak_mib']:>6.1f} MiB {row['send_lag_p99_at_most_s'] * 1000:>8.1f} ms"
         )
