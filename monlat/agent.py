@@ -174,6 +174,7 @@ class Agent:
         )
         typed: dict[int, Transport] = dict(transports)
         prober = Prober(config.node_name, typed, config.probe, _Fanout(store, telemetry, log))
+        telemetry.send_times = lambda: (prober.kernel_send_times, prober.user_send_times)
 
         def ready() -> tuple[bool, str]:
             if not self._published:

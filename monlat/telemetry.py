@@ -318,6 +318,9 @@ class Telemetry:
         # How many agents are expected to probe this node (with --max-peers, K): compare with
         # count by (to) (latency_between_nodes) to find blind spots.
         self.expected_probers = 0
+        # (kernel, user): how probes' send times were taken; the composition root wires it to
+        # the prober. A growing user count means the kernel stopped timestamping sends.
+        self.send_times: Callable[[], tuple[int, int]] = lambda: (0, 0)
 
         meter.create_observable_counter(
             "monlat_ignored_packets",
@@ -333,6 +336,12 @@ class Telemetry:
             "monlat_expected_probers",
             callbacks=[self._observe_expected_probers],
             description="Agents expected to probe this node (all others, or K with --max-peers)",
+        )
+        meter.create_observable_counter(
+            "monlat_send_timestamps",
+            callbacks=[self._observe_send_times],
+            description="Probes by where their send time came from: kernel (transmit timestamp) "
+            "or user (user-space clock, less accurate under load)",
         )
         self._send_lag = meter.create_histogram(
             SEND_LAG_METRIC,
@@ -368,6 +377,13 @@ class Telemetry:
     def _observe_expected_probers(self, options: CallbackOptions) -> Sequence[Observation]:
         to = {"to": self._from, **{k: v for k, v in self._agent.items() if k != "from"}}
         return [Observation(self.expected_probers, to)]
+
+    def _observe_send_times(self, options: CallbackOptions) -> Sequence[Observation]:
+        kernel, user = self.send_times()
+        return [
+            Observation(kernel, {**self._agent, "source": "kernel"}),
+            Observation(user, {**self._agent, "source": "user"}),
+        ]
 
     def _observe_info(self, options: CallbackOptions) -> Sequence[Observation]:
         return [Observation(1, {**self._agent, **self._info})]

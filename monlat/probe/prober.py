@@ -161,7 +161,8 @@ class Prober:
         self._read_at: float | None = None  # a tick is owed then, to read replies to a batch
         self.last_wake = self._clock.monotonic()
         self.sent = 0
-        # Probes timed by the kernel's transmit timestamp, and by the user-space fallback.
+        # Probes timed by the kernel's transmit timestamp, and by the user-space fallback (no
+        # kernel timestamps on the socket, or one that failed its check against the send).
         self.kernel_send_times = 0
         self.user_send_times = 0
 
@@ -285,6 +286,8 @@ class Prober:
                 continue
             if key is not None:
                 channel.remember_send(key, token, sent_ns, wall_ns())
+            else:
+                self.user_send_times += 1  # no kernel transmit time will come for it
             channel.pending.add(name, target.address, sequence, token, sent_ns, deadline)
             sent += 1
         self.sent += sent
