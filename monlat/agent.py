@@ -174,7 +174,12 @@ class Agent:
         )
         typed: dict[int, Transport] = dict(transports)
         prober = Prober(config.node_name, typed, config.probe, _Fanout(store, telemetry, log))
-        telemetry.send_times = lambda: (prober.kernel_send_times, prober.user_send_times)
+        telemetry.timestamps = lambda: (
+            (("send", "kernel"), prober.kernel_send_times),
+            (("send", "user"), prober.user_send_times),
+            (("receive", "kernel"), prober.kernel_receive_times),
+            (("receive", "user"), prober.user_receive_times),
+        )
 
         def ready() -> tuple[bool, str]:
             if not self._published:

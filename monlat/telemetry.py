@@ -318,9 +318,9 @@ class Telemetry:
         # How many agents are expected to probe this node (with --max-peers, K): compare with
         # count by (to) (latency_between_nodes) to find blind spots.
         self.expected_probers = 0
-        # (kernel, user): how probes' send times were taken; the composition root wires it to
-        # the prober. A growing user count means the kernel stopped timestamping sends.
-        self.send_times: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        # ((send, kernel), count) ...: how the ends of the RTTs were timed; the composition root
+        # wires it to the prober. A growing user count means the kernel stopped timestamping.
+        self.timestamps: Callable[[], Iterable[tuple[tuple[str, str], int]]] = tuple
 
         meter.create_observable_counter(
             "monlat_ignored_packets",
@@ -338,10 +338,10 @@ class Telemetry:
             description="Agents expected to probe this node (all others, or K with --max-peers)",
         )
         meter.create_observable_counter(
-            "monlat_send_timestamps",
-            callbacks=[self._observe_send_times],
-            description="Probes by where their send time came from: kernel (transmit timestamp) "
-            "or user (user-space clock, less accurate under load)",
+            "monlat_timestamps",
+            callbacks=[self._observe_timestamps],
+            description="Packet times by direction (send, receive) and source: kernel "
+            "(SO_TIMESTAMPING) or user (user-space clock, late by up to a tick under load)",
         )
         self._send_lag = meter.create_histogram(
             SEND_LAG_METRIC,
@@ -378,11 +378,10 @@ class Telemetry:
         to = {"to": self._from, **{k: v for k, v in self._agent.items() if k != "from"}}
         return [Observation(self.expected_probers, to)]
 
-    def _observe_send_times(self, options: CallbackOptions) -> Sequence[Observation]:
-        kernel, user = self.send_times()
+    def _observe_timestamps(self, options: CallbackOptions) -> Sequence[Observation]:
         return [
-            Observation(kernel, {**self._agent, "source": "kernel"}),
-            Observation(user, {**self._agent, "source": "user"}),
+            Observation(count, {**self._agent, "direction": direction, "source": source})
+            for (direction, source), count in self.timestamps()
         ]
 
     def _observe_info(self, options: CallbackOptions) -> Sequence[Observation]:

@@ -52,14 +52,16 @@ def test_exposition_exact_lines_and_removed_peer_vanishes(tmp_path: Path) -> Non
         inf = {lab["to"]: v for n, lab, v in samples
                if n == "monlat_rtt_seconds_bucket" and lab["le"] == "+Inf"}  # fmt: skip
         assert inf == replies
-        # Loopback sockets give kernel transmit timestamps: (nearly) every send is kernel-timed.
+        # Loopback sockets give kernel timestamps: (nearly) every send and reply is kernel-timed.
         sources = {
-            labels["source"]: value
+            (labels["direction"], labels["source"]): value
             for name, labels, value in samples
-            if name == "monlat_send_timestamps_total"
+            if name == "monlat_timestamps_total"
         }
-        assert sources["kernel"] >= sum(replies.values()) - 2, (sources, replies)
-        assert sources["user"] <= 2, sources
+        answered = sum(replies.values())
+        assert sources[("send", "kernel")] >= answered - 2, (sources, replies)
+        assert sources[("receive", "kernel")] >= answered, (sources, replies)
+        assert sources[("send", "user")] <= 2 and sources[("receive", "user")] == 0, sources
         check = subprocess.run(["promtool", "check", "metrics"], input=body, text=True,
                                capture_output=True, check=False)  # fmt: skip
         assert check.returncode == 0, check.stdout + check.stderr

@@ -55,7 +55,7 @@ EXPORTED_METRICS = frozenset(
         "monlat_send_lag_seconds_bucket",
         "monlat_send_lag_seconds_sum",
         "monlat_send_lag_seconds_count",
-        "monlat_send_timestamps_total",
+        "monlat_timestamps_total",
         "monlat_agent_info",
     }
 )

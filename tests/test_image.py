@@ -203,9 +203,9 @@ def test_agent_container_measures_across_the_lab(lab: Lab, images: Images, mode:
         time.sleep(1.0)  # a few more intervals of log lines
         # For the message below, should a line be off: who was late, the emulator or us?
         sources = {
-            labels["source"]: value
+            f"{labels['direction']}/{labels['source']}": value
             for name, labels, value in agent.metrics()
-            if name == "monlat_send_timestamps_total"
+            if name == "monlat_timestamps_total"
         }
         assert agent.stop() == 0, agent.stderr
     sockets = agent.events("icmp_socket")
@@ -216,7 +216,7 @@ def test_agent_container_measures_across_the_lab(lab: Lab, images: Images, mode:
     values = [float(line.rsplit(" ", 1)[1]) for line in logged]
     switch = lab.stats().get("lateness_us", {})
     assert all(expected - 0.05 <= v <= expected + 1.5 for v in values), (
-        values, f"send times by source {sources}", f"emulator lateness {switch}",
+        values, f"timestamps by source {sources}", f"emulator lateness {switch}",
     )  # fmt: skip
     assert not [line for line in agent.stderr if "level=error" in line or "Traceback" in line]
 

@@ -48,7 +48,7 @@ def test_unreported_sends_are_forgotten_eventually() -> None:
 
 def test_sends_without_kernel_timestamps_are_counted_as_user_timed() -> None:
     """A socket that reports no transmit times: every probe is timed by the user-space clock,
-    and the count says so (monlat_send_timestamps_total{source="user"})."""
+    and the count says so (monlat_timestamps_total{direction="send",source="user"})."""
     import asyncio
 
     from monlat.config import ProbeConfig

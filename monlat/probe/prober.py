@@ -165,6 +165,9 @@ class Prober:
         # kernel timestamps on the socket, or one that failed its check against the send).
         self.kernel_send_times = 0
         self.user_send_times = 0
+        # Received echo replies timed by the kernel, and by the read-time fallback.
+        self.kernel_receive_times = 0
+        self.user_receive_times = 0
 
     @property
     def families(self) -> frozenset[int]:
@@ -314,13 +317,23 @@ class Prober:
         # Bound once per tick: the loop runs once per reply.
         match, listener, wall_ns = channel.pending.match, self._listener, self._clock.wall_ns
         on_outcome, on_ignored = listener.on_outcome, listener.on_ignored
-        for data, source, received_ns in transport.receive_all():
+        stamped = unstamped = 0
+        for data, source, kernel_ns in transport.receive_all():
             packet = parse(data, family, source, ip_header=ip_header)
             if isinstance(packet, Ignored):
                 on_ignored(packet)
                 continue
-            result = match(packet, received_ns or wall_ns())
+            if kernel_ns:
+                stamped += 1
+                received_ns = kernel_ns
+            else:
+                # No kernel receive time: the reply is timed when read, up to a tick late.
+                unstamped += 1
+                received_ns = wall_ns()
+            result = match(packet, received_ns)
             if isinstance(result, Ignored):
                 on_ignored(result)
             else:
                 on_outcome(result)
+        self.kernel_receive_times += stamped
+        self.user_receive_times += unstamped
