@@ -39,8 +39,10 @@ RULES_README = PROMETHEUS / "README.md"
 RULE_TESTS = Path(__file__).resolve().parent / "alerts"
 
 # What the agents export, under their Prometheus names (README.md, "Metrics"), histograms
-# with their series suffixes.
-EXPORTED_METRICS = frozenset(
+# with their series suffixes: series with a (from, to) pair and so, optionally, family and
+# network; and the agents' own series, which carry network but no family (one agent probes both
+# families).
+PER_PAIR_METRICS = frozenset(
     {
         "latency_between_nodes",
         "monlat_rtt_seconds_bucket",
@@ -49,16 +51,21 @@ EXPORTED_METRICS = frozenset(
         "monlat_probes_total",
         "monlat_loss_ratio",
         "monlat_jitter_seconds",
-        "monlat_ignored_packets_total",
+    }
+)
+AGENT_METRICS = frozenset(
+    {
+        "monlat_agent_info",
         "monlat_peers",
-        "monlat_expected_probers",
         "monlat_send_lag_seconds_bucket",
         "monlat_send_lag_seconds_sum",
         "monlat_send_lag_seconds_count",
+        "monlat_ignored_packets_total",
+        "monlat_expected_probers",
         "monlat_timestamps_total",
-        "monlat_agent_info",
     }
 )
+EXPORTED_METRICS = PER_PAIR_METRICS | AGENT_METRICS
 SEVERITIES = {"critical", "warning"}
 
 

@@ -24,7 +24,9 @@ from typing import Any
 import pytest
 
 from tests.test_alerts import (
+    AGENT_METRICS,
     EXPORTED_METRICS,
+    PER_PAIR_METRICS,
     metric_names,
     promql_syntax_errors,
     recorded_metrics,
@@ -36,30 +38,6 @@ DASHBOARD = REPO / "deploy" / "grafana" / "monlat-dashboard.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 GRID_COLUMNS = 24
 
-# Series with a (from, to) pair and so, optionally, family and network; and the agents' own
-# series, which carry network but no family (one agent probes both families).
-PER_PAIR_METRICS = frozenset(
-    {
-        "latency_between_nodes",
-        "monlat_rtt_seconds_bucket",
-        "monlat_rtt_seconds_sum",
-        "monlat_rtt_seconds_count",
-        "monlat_probes_total",
-        "monlat_loss_ratio",
-        "monlat_jitter_seconds",
-    }
-)
-AGENT_METRICS = frozenset(
-    {
-        "monlat_agent_info",
-        "monlat_peers",
-        "monlat_send_lag_seconds_bucket",
-        "monlat_send_lag_seconds_sum",
-        "monlat_send_lag_seconds_count",
-        "monlat_ignored_packets_total",
-        "monlat_expected_probers",
-    }
-)
 PATH_MATCHERS = {"network": 'network=~"$network"', "family": 'family=~"$family"'}
 _SELECTORS = re.compile(r'(?<![\w:"])([A-Za-z_:][\w:]*)\s*(\{[^{}]*\})?')
 # Grafana's parsing of a custom variable's "text : value" entries.
