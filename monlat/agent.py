@@ -29,6 +29,7 @@ from monlat.probe.prober import Prober, Target, Transport
 from monlat.probe.sockets import IcmpSocket, ProbeSetupError, open_socket
 from monlat.results import ResultStore
 from monlat.settings import DEFAULT_PEERS
+from monlat.sizing import Sizing, size_for
 from monlat.telemetry import PairLabels, PairSeries, Snapshots, Telemetry
 
 # The probe loop wakes at least every 0.25 s; silence much longer than that means it is stuck.
@@ -138,6 +139,7 @@ class Agent:
         self._stdout = stdout
         self._peers: PeerMap = {}
         self._published = False
+        self._sizing: Sizing | None = None
         self._stop = asyncio.Event()
 
     async def run(self) -> int:
@@ -158,7 +160,8 @@ class Agent:
             families=config.dual_stack,
             network=config.network_label,
         )
-        export = build_export(config, __version__, PairSeries(snapshots, labels))
+        series = PairSeries(snapshots, labels)
+        export = build_export(config, __version__, series)
         telemetry = Telemetry(
             # No meter version: the collector would see an upgraded agent as a colliding source.
             export.provider.get_meter("monlat"),
@@ -197,14 +200,26 @@ class Agent:
 
         def publish(peers: PeerMap) -> None:
             zones = {peer.name: peer.zone for peer in peers.values()}
+            zone_count = len({*zones.values(), source.own_zone} - {None}) or 1
+            sizing = size_for(
+                len(zones.keys() | {config.node_name}),
+                zone_count,
+                config.sizing,
+                families=2 if config.dual_stack else 1,
+            )
+            if sizing != self._sizing:
+                nodes = len(zones.keys() | {config.node_name})
+                self._events.info("sizing", nodes=nodes, zones=zone_count, **sizing.describe())
+                self._sizing = sizing
             plan = plan_peers(
                 config.node_name,
                 zones,
                 own_zone=source.own_zone,
-                max_peers=config.max_peers,
-                cross_zone=config.cross_zone_peers,
+                max_peers=sizing.max_peers,
+                cross_zone=sizing.cross_zone_peers,
             )
             labels.update(peers, source.own_zone)
+            series.histograms = sizing.pair_histograms
             chosen = {key: peer for key, peer in peers.items() if peer.name in plan.peers}
             self._apply_peers(chosen, prober, store)
             telemetry.expected_probers = plan.expected_probers

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from monlat.sizing import EVERY_PEER, SizingSettings
+
 
 class ConfigError(Exception):
     """Bad input, reported as one line naming the setting; the CLI exits with status 2."""
@@ -98,12 +100,12 @@ class Config:
     log_measurements: bool
     window_s: float
     shutdown_timeout_s: float
-    max_peers: int | None = None  # None: probe every peer
+    # Peers (max_peers, cross-zone sample) and per-pair histograms: numbers, or decided by the
+    # cluster's size (monlat.sizing); the default is explicit (every peer, histograms on).
+    sizing: SizingSettings = EVERY_PEER
     zone_labels: bool = False
     # IPv4 and IPv6 side by side: a peer per node and family, every series labelled by family.
     dual_stack: bool = False
-    # Probe every peer in the own zone (or max_peers of them) and this many in each other zone.
-    cross_zone_peers: int | None = None
     # A `network` label on every series (e.g. "pod" for the pod-network DaemonSet), so that
     # two agents on one node measuring different paths stay apart.
     network_label: str | None = None

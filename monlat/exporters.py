@@ -8,6 +8,7 @@ from typing import Any
 
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
+    Metric,
     MetricExporter,
     MetricExportResult,
     MetricReader,
@@ -29,6 +30,10 @@ from monlat.telemetry import PairSeries
 # Every attribute set ever seen counts towards the limit (2,000 by default): a 5,000-node cluster
 # with churn needs far more on the per-pair instruments.
 CARDINALITY_LIMIT = 100_000
+# Data points per OTLP request. The collector's receiver refuses messages over 4 MiB by default;
+# a pair's points take 60-300 bytes (more with zone and family labels), so 5,000 points stay
+# near 1 MiB. An agent with 5,000 dual-stack peers pushes ~10 requests instead of one of ~8 MiB.
+MAX_POINTS_PER_REQUEST = 5_000
 
 
 @dataclass
@@ -64,12 +69,42 @@ def _otlp_exporter(otlp: OtlpConfig) -> MetricExporter:
             insecure=otlp.insecure,
             headers=headers or None,
             timeout=otlp.timeout_s,
+            max_export_batch_size=MAX_POINTS_PER_REQUEST,
         )
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpExporter,
     )
 
-    return HttpExporter(endpoint=otlp.endpoint, headers=headers or None, timeout=otlp.timeout_s)
+    return HttpExporter(
+        endpoint=otlp.endpoint,
+        headers=headers or None,
+        timeout=otlp.timeout_s,
+        max_export_batch_size=MAX_POINTS_PER_REQUEST,
+    )
+
+
+def with_pair_series(
+    metrics_data: MetricsData, metrics: list[Metric], scope: InstrumentationScope
+) -> MetricsData:
+    """The batch with the per-pair series added to the first resource, in monlat's own scope."""
+    if not metrics or not metrics_data.resource_metrics:
+        return metrics_data
+    first, *rest = metrics_data.resource_metrics
+    # Into monlat's own scope: the OTLP encoder keys scopes by identity, so a second
+    # ScopeMetrics for the same scope would replace the first instead of joining it.
+    scopes = list(first.scope_metrics)
+    index = next((i for i, sm in enumerate(scopes) if sm.scope == scope), None)
+    if index is None:
+        scopes.append(ScopeMetrics(scope=scope, metrics=metrics, schema_url=""))
+    else:
+        own = scopes[index]
+        scopes[index] = ScopeMetrics(
+            scope=own.scope, metrics=[*own.metrics, *metrics], schema_url=own.schema_url
+        )
+    first = ResourceMetrics(
+        resource=first.resource, scope_metrics=scopes, schema_url=first.schema_url
+    )
+    return MetricsData(resource_metrics=[first, *rest])
 
 
 class _WithPairSeries(MetricExporter):
@@ -87,25 +122,8 @@ class _WithPairSeries(MetricExporter):
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
-        metrics = self._series.otel_metrics()
-        if metrics and metrics_data.resource_metrics:
-            first, *rest = metrics_data.resource_metrics
-            # Into monlat's own scope: the OTLP encoder keys scopes by identity, so a second
-            # ScopeMetrics for the same scope would replace the first instead of joining it.
-            scopes = list(first.scope_metrics)
-            index = next((i for i, sm in enumerate(scopes) if sm.scope == self._scope), None)
-            if index is None:
-                scopes.append(ScopeMetrics(scope=self._scope, metrics=metrics, schema_url=""))
-            else:
-                own = scopes[index]
-                scopes[index] = ScopeMetrics(
-                    scope=own.scope, metrics=[*own.metrics, *metrics], schema_url=own.schema_url
-                )
-            first = ResourceMetrics(
-                resource=first.resource, scope_metrics=scopes, schema_url=first.schema_url
-            )
-            metrics_data = MetricsData(resource_metrics=[first, *rest])
-        return self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        merged = with_pair_series(metrics_data, self._series.otel_metrics(), self._scope)
+        return self._inner.export(merged, timeout_millis=timeout_millis, **kwargs)
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return self._inner.force_flush(timeout_millis)
@@ -146,13 +164,19 @@ def build_export(config: Config, version: str, series: PairSeries) -> Export:
                 export_timeout_millis=config.otlp.timeout_s * 1000,
             )
         )
+    provider = build_provider(
+        readers, build_resource(config.node_name, version, config.network_label)
+    )
+    return Export(provider, registry)
+
+
+def build_provider(readers: list[MetricReader], resource: Resource) -> MeterProvider:
     views = [View(instrument_name="*", aggregation_cardinality_limit=CARDINALITY_LIMIT)]
-    provider = MeterProvider(
+    return MeterProvider(
         metric_readers=readers,
-        resource=build_resource(config.node_name, version, config.network_label),
+        resource=resource,
         views=views,
         # monlat records no traces, so an exemplar could never carry anything; the reservoirs
         # would still be filled and collected for every point of every export.
         exemplar_filter=AlwaysOffExemplarFilter(),
     )
-    return Export(provider, registry)

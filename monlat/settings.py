@@ -33,6 +33,7 @@ from monlat.config import (
     validate_otlp_endpoint,
 )
 from monlat.discovery import family_of
+from monlat.sizing import AUTO, Auto, SizingSettings
 
 DEFAULT_LISTEN = "0.0.0.0:9090"
 # With no peers configured the agent probes this machine's loopback, so that a first run shows
@@ -107,15 +108,22 @@ _AGENT_FLAGS = (
     _Flag(
         "--max-peers",
         "MONLAT_MAX_PEERS",
-        "probe only K peers, chosen so that every node is probed by K others; default all",
+        "probe K peers (all: every peer), chosen so that every node is probed by K others; "
+        "default auto: every peer up to 100 nodes, 10 above",
         "K",
     ),
     _Flag(
         "--cross-zone-peers",
         "MONLAT_CROSS_ZONE_PEERS",
-        "probe every peer in the own zone (or --max-peers of them) and N in each other zone; "
-        "default: no zone rule",
+        "probe every peer in the own zone (or --max-peers of them) and N in each other zone "
+        "(off: no zone rule); default auto: 1 where peers are limited and Nodes have zones",
         "N",
+    ),
+    _Flag(
+        "--pair-histograms",
+        "MONLAT_PAIR_HISTOGRAMS",
+        "export the per-pair RTT histogram (true, false); default auto: while the cluster has "
+        "at most 1,000 pairs",
     ),
     _Flag(
         "--zone-labels",
@@ -215,23 +223,20 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
     if window < probe.interval_s:
         raise ConfigError(window_setting, "must be at least one interval")
     shutdown_setting, shutdown_text = settings.text("--shutdown-timeout", "5s")
-    max_peers_found = settings.get("--max-peers")
-    max_peers = _int_setting(settings, "--max-peers", "0", 1, 100_000) if max_peers_found else None
     zone_setting, zone_text = settings.text("--zone-labels", "false")
     zone_labels = parse_bool(zone_setting, zone_text)
-    cross_zone = (
-        _int_setting(settings, "--cross-zone-peers", "0", 1, 100_000)
-        if settings.get("--cross-zone-peers")
-        else None
-    )
+    sizing = _sizing(settings)
     if discovery is not DiscoveryMode.KUBERNETES:
         # Zones come from the Nodes' topology label; neither static peers nor Pods carry it.
-        cross_setting = (settings.get("--cross-zone-peers") or ("--cross-zone-peers", ""))[0]
-        for setting, wanted in ((zone_setting, zone_labels), (cross_setting, cross_zone)):
-            if wanted:
-                raise ConfigError(
-                    setting, "needs --discovery kubernetes (zones come from the Node labels)"
-                )
+        cross_found = settings.get("--cross-zone-peers")
+        if zone_labels:
+            raise ConfigError(
+                zone_setting, "needs --discovery kubernetes (zones come from the Node labels)"
+            )
+        if cross_found and isinstance(sizing.cross_zone_peers, int):
+            raise ConfigError(
+                cross_found[0], "needs --discovery kubernetes (zones come from the Node labels)"
+            )
 
     return Config(
         node_name=node_name,
@@ -247,11 +252,38 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
         log_measurements=parse_bool(log_setting, log_text),
         window_s=window,
         shutdown_timeout_s=parse_duration(shutdown_setting, shutdown_text),
-        max_peers=max_peers,
+        sizing=sizing,
         zone_labels=zone_labels,
         dual_stack=dual_stack,
-        cross_zone_peers=cross_zone,
         network_label=_network_label(settings, discovery),
+    )
+
+
+def _sizing(settings: _Settings) -> SizingSettings:
+    """--max-peers auto|all|K, --cross-zone-peers auto|off|C, --pair-histograms auto|true|false."""
+
+    def count(flag: str, none_word: str) -> int | Auto | None:
+        setting, text = settings.text(flag, AUTO)
+        lowered = text.strip().lower()
+        if lowered == AUTO:
+            return AUTO
+        if lowered == none_word:
+            return None
+        if not lowered.isdigit() or not 1 <= int(lowered) <= 100_000:
+            raise ConfigError(
+                setting,
+                f"expected auto, {none_word} or a whole number from 1 to 100000, got {text!r}",
+            )
+        return int(lowered)
+
+    hist_setting, hist_text = settings.text("--pair-histograms", AUTO)
+    histograms: bool | Auto = (
+        AUTO if hist_text.strip().lower() == AUTO else parse_bool(hist_setting, hist_text)
+    )
+    return SizingSettings(
+        max_peers=count("--max-peers", "all"),
+        cross_zone_peers=count("--cross-zone-peers", "off"),
+        pair_histograms=histograms,
     )
 
 

@@ -81,7 +81,14 @@ def run_monlat(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
             "required with Kubernetes discovery",
         ),
         (["--max-peers", "0"], {}, "--max-peers", "whole number from 1 to 100000"),
-        (["--max-peers", "many"], {}, "--max-peers", "whole number"),
+        (["--max-peers", "many"], {}, "--max-peers", "expected auto, all or a whole number"),
+        (["--pair-histograms", "some"], {}, "--pair-histograms", "expected true or false"),
+        (
+            ["--cross-zone-peers", "lots"],
+            {},
+            "--cross-zone-peers",
+            "expected auto, off or a whole number",
+        ),
         (["--zone-labels", "sometimes"], {}, "--zone-labels", "expected true or false"),
         (
             ["--discovery", "kubernetes", "--node-name", "n1", "--skip-cordoned", "perhaps"],

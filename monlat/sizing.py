@@ -1,0 +1,92 @@
+"""What the defaults do for a cluster of a given size: which peers, and which per-pair series.
+
+One pure decision, taken by every agent alike from the nodes it discovers (so they agree without
+talking to each other) and by `monlat plan` before anything is installed.
+
+- Up to FULL_MESH_MAX_NODES nodes every agent probes every other node (what people want at
+  10 nodes); above it, AUTO_MAX_PEERS on the hash ring, plus AUTO_CROSS_ZONE_PEERS in every
+  other zone when the nodes carry zone labels, so that every node is still probed by at least
+  AUTO_MAX_PEERS others and every pair of zones is measured by every node.
+- The per-pair RTT histogram (21 buckets: 23 of the ~27 series of a pair) is kept while the
+  cluster has at most HISTOGRAM_MAX_PAIRS pairs; above that the pair keeps its latency, loss,
+  jitter and probe counters, and the latency-baseline alert falls back on the latency gauge.
+
+The thresholds come from the fleet benchmark (`hatch run bench:fleet`): with them the shipped
+collector stays under 75 % of its memory limit from 3 to 5,000 nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Auto = Literal["auto"]
+AUTO: Auto = "auto"
+
+FULL_MESH_MAX_NODES = 100
+AUTO_MAX_PEERS = 10
+AUTO_CROSS_ZONE_PEERS = 1
+HISTOGRAM_MAX_PAIRS = 1_000
+
+
+@dataclass(frozen=True)
+class SizingSettings:
+    """The operator's choices: a number, None (all / off), or AUTO (decided by cluster size)."""
+
+    max_peers: int | Auto | None = AUTO  # None: every peer
+    cross_zone_peers: int | Auto | None = AUTO  # None: no zone rule
+    pair_histograms: bool | Auto = AUTO
+
+
+# No budget: every peer, every series (what a Config built without settings gets).
+EVERY_PEER = SizingSettings(max_peers=None, cross_zone_peers=None, pair_histograms=True)
+
+
+@dataclass(frozen=True)
+class Sizing:
+    max_peers: int | None  # None: every peer
+    cross_zone_peers: int | None  # None: no zone rule
+    pair_histograms: bool
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "max_peers": "all" if self.max_peers is None else str(self.max_peers),
+            "cross_zone_peers": (
+                "off" if self.cross_zone_peers is None else str(self.cross_zone_peers)
+            ),
+            "pair_histograms": str(self.pair_histograms).lower(),
+        }
+
+
+def peers_per_node(nodes: int, zones: int, max_peers: int | None, cross_zone: int | None) -> int:
+    """Peers of a node in a cluster of `nodes` spread evenly over `zones` zones."""
+    others = max(nodes - 1, 0)
+    if cross_zone is None or zones <= 1:
+        return others if max_peers is None else min(max_peers, others)
+    zone_size = nodes / zones
+    own = max(round(zone_size) - 1, 0)
+    own = own if max_peers is None else min(max_peers, own)
+    return min(others, own + min(cross_zone, round(zone_size)) * (zones - 1))
+
+
+def size_for(nodes: int, zones: int, settings: SizingSettings, *, families: int = 1) -> Sizing:
+    """The sizing for `nodes` nodes (this one included) in `zones` distinct zones (1 if none),
+    each measured over `families` address families (2 when dual-stack)."""
+    large = nodes > FULL_MESH_MAX_NODES
+    max_peers: int | None
+    if settings.max_peers == AUTO:
+        max_peers = AUTO_MAX_PEERS if large else None
+    else:
+        max_peers = settings.max_peers
+    cross_zone: int | None
+    if settings.cross_zone_peers == AUTO:
+        # Only where the peers are limited: a full mesh covers every zone pair already.
+        cross_zone = AUTO_CROSS_ZONE_PEERS if max_peers is not None and zones > 1 else None
+    else:
+        cross_zone = settings.cross_zone_peers
+    if settings.pair_histograms == AUTO:
+        pairs = families * nodes * peers_per_node(nodes, zones, max_peers, cross_zone)
+        histograms = pairs <= HISTOGRAM_MAX_PAIRS
+    else:
+        histograms = settings.pair_histograms
+    return Sizing(max_peers, cross_zone, histograms)

@@ -1,0 +1,135 @@
+"""The defaults at every cluster size: full mesh when small, bounded peers and series when large,
+every node still probed by at least K others and every pair of zones covered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monlat.discovery.selection import plan_peers
+from monlat.settings import parse_agent_config
+from monlat.sizing import (
+    AUTO_MAX_PEERS,
+    FULL_MESH_MAX_NODES,
+    HISTOGRAM_MAX_PAIRS,
+    Sizing,
+    SizingSettings,
+    size_for,
+)
+from monlat.synthetic import ClusterShape, cluster
+
+DEFAULTS = SizingSettings()
+
+
+def whole_cluster(nodes: dict[str, str | None]) -> dict[str, tuple[frozenset[str], int]]:
+    """Every node's peers and expected probers, each decided alone from the same node list."""
+    zone_count = len({zone for zone in nodes.values() if zone}) or 1
+    decided = {}
+    for name, zone in nodes.items():
+        sizing = size_for(len(nodes), zone_count, DEFAULTS)
+        others = {n: z for n, z in nodes.items() if n != name}
+        plan = plan_peers(
+            name,
+            others,
+            own_zone=zone,
+            max_peers=sizing.max_peers,
+            cross_zone=sizing.cross_zone_peers,
+        )
+        decided[name] = (plan.peers, plan.expected_probers)
+    return decided
+
+
+def test_a_ten_node_cluster_keeps_the_full_mesh_with_histograms() -> None:
+    assert size_for(10, 1, DEFAULTS) == Sizing(None, None, True)
+    assert size_for(3, 1, DEFAULTS) == Sizing(None, None, True)
+
+
+def test_histograms_go_first_then_the_mesh_is_bounded() -> None:
+    # The biggest full mesh that keeps histograms has at most HISTOGRAM_MAX_PAIRS pairs.
+    assert size_for(32, 1, DEFAULTS).pair_histograms  # 992 pairs
+    assert not size_for(33, 1, DEFAULTS).pair_histograms  # 1,056 pairs
+    assert size_for(FULL_MESH_MAX_NODES, 1, DEFAULTS) == Sizing(None, None, False)
+    large = size_for(FULL_MESH_MAX_NODES + 1, 1, DEFAULTS)
+    assert large == Sizing(AUTO_MAX_PEERS, None, False)
+    # Zones known: the own zone bounded and one node of every other zone.
+    assert size_for(5_000, 3, DEFAULTS) == Sizing(AUTO_MAX_PEERS, 1, False)
+
+
+def test_dual_stack_counts_both_families_against_the_histogram_budget() -> None:
+    assert size_for(30, 1, DEFAULTS).pair_histograms  # 870 pairs
+    assert not size_for(30, 1, DEFAULTS, families=2).pair_histograms  # 1,740
+
+
+def test_explicit_settings_win_over_the_size() -> None:
+    pinned = SizingSettings(max_peers=None, cross_zone_peers=None, pair_histograms=True)
+    assert size_for(5_000, 3, pinned) == Sizing(None, None, True)
+    assert size_for(10, 1, SizingSettings(max_peers=3)) == Sizing(3, None, True)
+    assert size_for(10, 2, SizingSettings(max_peers=3)) == Sizing(3, 1, True)
+    assert size_for(10, 2, SizingSettings(max_peers=3, cross_zone_peers=None)) == Sizing(
+        3, None, True
+    )
+    assert HISTOGRAM_MAX_PAIRS >= 10 * 3
+
+
+@pytest.mark.parametrize(
+    ("nodes", "zones"), [(3, 1), (40, 1), (100, 1), (101, 1), (600, 1), (600, 3), (1_000, 5)]
+)
+def test_every_node_is_probed_by_at_least_k_and_every_zone_pair_is_covered(
+    nodes: int, zones: int
+) -> None:
+    names = cluster(ClusterShape(nodes, zones))
+    decided = whole_cluster(names)
+    incoming = dict.fromkeys(names, 0)
+    zone_pairs = set()
+    for name, (peers, _) in decided.items():
+        for peer in peers:
+            incoming[peer] += 1
+            zone_pairs.add((names[name], names[peer]))
+    k = min(AUTO_MAX_PEERS if nodes > FULL_MESH_MAX_NODES else nodes - 1, nodes - 1)
+    assert min(incoming.values()) >= k
+    # monlat_expected_probers is exact, node by node.
+    assert all(decided[name][1] == incoming[name] for name in names)
+    zone_names = {zone for zone in names.values()}
+    assert zone_pairs >= {(a, b) for a in zone_names for b in zone_names}
+
+
+def test_small_clusters_are_a_full_mesh() -> None:
+    names = cluster(ClusterShape(FULL_MESH_MAX_NODES))
+    decided = whole_cluster(names)
+    assert all(len(peers) == FULL_MESH_MAX_NODES - 1 for peers, _ in decided.values())
+
+
+def test_crossing_the_threshold_moves_few_pairs_on_a_join() -> None:
+    names = cluster(ClusterShape(600, 3))
+    before = whole_cluster(names)
+    grown = whole_cluster({**names, "newcomer": "zone-b"})
+    moved = sum(len(before[name][0] ^ grown[name][0]) for name in names)
+    # The newcomer's predecessors on its zone's ring each swap one peer, and one node per
+    # other-zone arc moves its cross-zone pick: a few dozen pairs of 7,200.
+    assert moved <= 4 * AUTO_MAX_PEERS
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], SizingSettings()),
+        (["--max-peers", "all"], SizingSettings(max_peers=None)),
+        (["--max-peers", "7"], SizingSettings(max_peers=7)),
+        (["--pair-histograms", "true"], SizingSettings(pair_histograms=True)),
+        (["--pair-histograms", "false"], SizingSettings(pair_histograms=False)),
+        (
+            ["--discovery", "kubernetes", "--cross-zone-peers", "off"],
+            SizingSettings(cross_zone_peers=None),
+        ),
+        (
+            ["--discovery", "kubernetes", "--cross-zone-peers", "2"],
+            SizingSettings(cross_zone_peers=2),
+        ),
+    ],
+)
+def test_sizing_settings_parse(argv: list[str], expected: SizingSettings, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("")
+    environ = {"NODE_NAME": "n1", "KUBECONFIG": str(kubeconfig)}
+    assert parse_agent_config(argv, environ).sizing == expected
