@@ -371,10 +371,15 @@ class Telemetry:
 
     # Callbacks (exporter threads).
 
+    # Counters whose labels enumerate kinds (reasons, timestamp sources) report a kind once it
+    # has happened: most stay at zero for ever, and at 5,000 nodes those zeros were ~11 of a
+    # node's ~30 agent series, each costing the collector as much memory as a pair's latency.
+
     def _observe_ignored(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
             Observation(count, {**self._agent, "reason": reason.value})
             for reason, count in list(self._ignored.items())
+            if count
         ]
 
     def _observe_peers(self, options: CallbackOptions) -> Sequence[Observation]:
@@ -388,6 +393,7 @@ class Telemetry:
         return [
             Observation(count, {**self._agent, "direction": direction, "source": source})
             for (direction, source), count in self.timestamps()
+            if count
         ]
 
     def _observe_info(self, options: CallbackOptions) -> Sequence[Observation]:
