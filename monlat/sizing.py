@@ -3,10 +3,14 @@
 One pure decision, taken by every agent alike from the nodes it discovers (so they agree without
 talking to each other) and by `monlat plan` before anything is installed.
 
-- Up to FULL_MESH_MAX_NODES nodes every agent probes every other node (what people want at
-  10 nodes); above it, AUTO_MAX_PEERS on the hash ring, plus AUTO_CROSS_ZONE_PEERS in every
-  other zone when the nodes carry zone labels, so that every node is still probed by at least
-  AUTO_MAX_PEERS others and every pair of zones is measured by every node.
+- Up to FULL_MESH_MAX_NODES nodes every agent probes every other node (what people want at 10
+  nodes). Above it each agent probes P peers on the hash ring, P = PAIR_BUDGET / nodes kept
+  between AUTO_MIN_PEERS and AUTO_MAX_PEERS (10 up to 2,500 nodes, 5 from 5,000; dual-stack
+  pairs count twice): the cluster's pairs, and so its series, stay near PAIR_BUDGET. A smaller P
+  keeps the nearest successors of a larger one, so as the cluster grows pairs are only dropped,
+  never reshuffled. When the nodes carry zone labels, AUTO_CROSS_ZONE_PEERS of the P go to every
+  other zone (so every node measures every zone) and the rest stay in the own zone, where each
+  node is then probed by exactly that many zone peers; probers from other zones come on top.
 - The per-pair RTT histogram (21 buckets: 23 of the ~27 series of a pair) is kept while the
   cluster has at most HISTOGRAM_MAX_PAIRS pairs; above that the pair keeps its latency, loss,
   jitter and probe counters, and the latency-baseline alert falls back on the latency gauge.
@@ -25,6 +29,8 @@ AUTO: Auto = "auto"
 
 FULL_MESH_MAX_NODES = 100
 AUTO_MAX_PEERS = 10
+AUTO_MIN_PEERS = 5
+PAIR_BUDGET = 25_000
 AUTO_CROSS_ZONE_PEERS = 1
 HISTOGRAM_MAX_PAIRS = 1_000
 
@@ -69,21 +75,37 @@ def peers_per_node(nodes: int, zones: int, max_peers: int | None, cross_zone: in
     return min(others, own + min(cross_zone, round(zone_size)) * (zones - 1))
 
 
+def auto_peer_count(nodes: int, families: int = 1) -> int | None:
+    """Peer nodes per node the defaults choose (None: every other node); dual-stack pairs count
+    twice against the budget."""
+    if nodes <= FULL_MESH_MAX_NODES:
+        return None
+    return max(AUTO_MIN_PEERS, min(AUTO_MAX_PEERS, PAIR_BUDGET // (nodes * families)))
+
+
 def size_for(nodes: int, zones: int, settings: SizingSettings, *, families: int = 1) -> Sizing:
     """The sizing for `nodes` nodes (this one included) in `zones` distinct zones (1 if none),
     each measured over `families` address families (2 when dual-stack)."""
-    large = nodes > FULL_MESH_MAX_NODES
-    max_peers: int | None
-    if settings.max_peers == AUTO:
-        max_peers = AUTO_MAX_PEERS if large else None
-    else:
-        max_peers = settings.max_peers
+    auto_peers = auto_peer_count(nodes, families)
     cross_zone: int | None
     if settings.cross_zone_peers == AUTO:
         # Only where the peers are limited: a full mesh covers every zone pair already.
-        cross_zone = AUTO_CROSS_ZONE_PEERS if max_peers is not None and zones > 1 else None
+        limited = (
+            isinstance(settings.max_peers, int)
+            if settings.max_peers != AUTO
+            else auto_peers is not None
+        )
+        cross_zone = AUTO_CROSS_ZONE_PEERS if limited and zones > 1 else None
     else:
         cross_zone = settings.cross_zone_peers
+    max_peers: int | None
+    if settings.max_peers != AUTO:
+        max_peers = settings.max_peers
+    elif auto_peers is None or cross_zone is None:
+        max_peers = auto_peers
+    else:
+        # The cross-zone peers are part of the P: the rest stay in the own zone.
+        max_peers = max(1, auto_peers - cross_zone * (zones - 1))
     if settings.pair_histograms == AUTO:
         pairs = families * nodes * peers_per_node(nodes, zones, max_peers, cross_zone)
         histograms = pairs <= HISTOGRAM_MAX_PAIRS

@@ -40,19 +40,10 @@ LATENCY_METRIC = "latency_between_nodes"
 RTT_METRIC = "monlat_rtt"
 RTT_DESCRIPTION = "Round-trip time of each answered probe"
 SEND_LAG_METRIC = "monlat_send_lag"
-SEND_LAG_BUCKETS: tuple[float, ...] = (
-    0.0001,
-    0.0005,
-    0.001,
-    0.002,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    1.0,
-)
+# What the send lag must tell: fine (<= 2 ms), late (10 ms), overloaded (the 100 ms alert), stuck.
+# Four bounds are 7 series per agent: at 5,000 nodes the 11 bounds before were 70,000 series,
+# a third of the whole install.
+SEND_LAG_BUCKETS: tuple[float, ...] = (0.002, 0.01, 0.1, 1.0)
 
 
 class Snapshots:

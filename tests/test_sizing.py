@@ -11,10 +11,13 @@ from monlat.discovery.selection import plan_peers
 from monlat.settings import parse_agent_config
 from monlat.sizing import (
     AUTO_MAX_PEERS,
+    AUTO_MIN_PEERS,
     FULL_MESH_MAX_NODES,
     HISTOGRAM_MAX_PAIRS,
+    PAIR_BUDGET,
     Sizing,
     SizingSettings,
+    auto_peer_count,
     size_for,
 )
 from monlat.synthetic import ClusterShape, cluster
@@ -52,8 +55,22 @@ def test_histograms_go_first_then_the_mesh_is_bounded() -> None:
     assert size_for(FULL_MESH_MAX_NODES, 1, DEFAULTS) == Sizing(None, None, False)
     large = size_for(FULL_MESH_MAX_NODES + 1, 1, DEFAULTS)
     assert large == Sizing(AUTO_MAX_PEERS, None, False)
-    # Zones known: the own zone bounded and one node of every other zone.
-    assert size_for(5_000, 3, DEFAULTS) == Sizing(AUTO_MAX_PEERS, 1, False)
+    # Zones known: one node of every other zone, the rest of the P peers in the own zone.
+    assert size_for(1_000, 3, DEFAULTS) == Sizing(AUTO_MAX_PEERS - 2, 1, False)
+
+
+def test_the_peers_shrink_with_the_cluster_to_keep_its_pairs_bounded() -> None:
+    assert auto_peer_count(FULL_MESH_MAX_NODES) is None
+    assert auto_peer_count(2_500) == AUTO_MAX_PEERS
+    assert auto_peer_count(3_000) == 8
+    assert auto_peer_count(5_000) == AUTO_MIN_PEERS
+    assert auto_peer_count(20_000) == AUTO_MIN_PEERS
+    # From 2,500 to 5,000 nodes the cluster's pairs stay at PAIR_BUDGET or under it.
+    assert all(n * (auto_peer_count(n) or 0) <= PAIR_BUDGET for n in range(2_500, 5_001, 7))
+    assert size_for(5_000, 3, DEFAULTS) == Sizing(AUTO_MIN_PEERS - 2, 1, False)
+    # Dual-stack: a node is two pairs, so the budget buys half the peers.
+    assert auto_peer_count(2_500, families=2) == AUTO_MIN_PEERS
+    assert auto_peer_count(1_000, families=2) == AUTO_MAX_PEERS
 
 
 def test_dual_stack_counts_both_families_against_the_histogram_budget() -> None:
@@ -73,7 +90,8 @@ def test_explicit_settings_win_over_the_size() -> None:
 
 
 @pytest.mark.parametrize(
-    ("nodes", "zones"), [(3, 1), (40, 1), (100, 1), (101, 1), (600, 1), (600, 3), (1_000, 5)]
+    ("nodes", "zones"),
+    [(3, 1), (40, 1), (100, 1), (101, 1), (600, 1), (600, 3), (1_000, 5), (1_200, 3)],
 )
 def test_every_node_is_probed_by_at_least_k_and_every_zone_pair_is_covered(
     nodes: int, zones: int
@@ -86,12 +104,30 @@ def test_every_node_is_probed_by_at_least_k_and_every_zone_pair_is_covered(
         for peer in peers:
             incoming[peer] += 1
             zone_pairs.add((names[name], names[peer]))
-    k = min(AUTO_MAX_PEERS if nodes > FULL_MESH_MAX_NODES else nodes - 1, nodes - 1)
+    # K: every other node in a full mesh, else the own-zone share of the P peers.
+    sizing = size_for(nodes, zones, DEFAULTS)
+    k = nodes - 1 if sizing.max_peers is None else sizing.max_peers
     assert min(incoming.values()) >= k
     # monlat_expected_probers is exact, node by node.
     assert all(decided[name][1] == incoming[name] for name in names)
     zone_names = {zone for zone in names.values()}
     assert zone_pairs >= {(a, b) for a in zone_names for b in zone_names}
+
+
+@pytest.mark.parametrize("nodes", [3_000, 5_000])
+def test_at_thousands_of_nodes_a_sample_of_nodes_still_has_k_probers(nodes: int) -> None:
+    # expected_probers is exact (checked node by node above); here it is read for a sample.
+    names = cluster(ClusterShape(nodes, 3))
+    sizing = size_for(nodes, 3, DEFAULTS)
+    assert sizing.max_peers is not None
+    for name in list(names)[:: nodes // 20]:
+        others = {n: z for n, z in names.items() if n != name}
+        plan = plan_peers(
+            name, others, own_zone=names[name], max_peers=sizing.max_peers, cross_zone=1
+        )
+        assert len(plan.peers) == sizing.max_peers + 2
+        assert {names[peer] for peer in plan.peers} == {"zone-a", "zone-b", "zone-c"}
+        assert plan.expected_probers >= sizing.max_peers
 
 
 def test_small_clusters_are_a_full_mesh() -> None:

@@ -9,13 +9,17 @@ the cluster's size.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def ring_position(name: str) -> tuple[int, str]:
     # blake2b, not hash(): every agent, in every process, must place a node at the same spot.
+    # Cached (a pure function of the name): every publish places every node again, and at
+    # 5,000 nodes with zones the hashing was ~2/3 of a 60 ms plan on the event loop.
     digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big"), name
 
