@@ -57,7 +57,11 @@ def build_resource(node_name: str, version: str, network: str | None = None) -> 
     return defaults.merge(OTELResourceDetector().detect())
 
 
-def _otlp_exporter(otlp: OtlpConfig) -> MetricExporter:
+def otlp_exporter(
+    otlp: OtlpConfig, *, channel_options: tuple[tuple[str, Any], ...] | None = None
+) -> MetricExporter:
+    """The OTLP exporter an agent pushes with (`channel_options`: gRPC only, for the fleet
+    benchmark, whose simulated agents each need a connection of their own)."""
     headers = dict(otlp.headers)
     if otlp.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
@@ -70,6 +74,7 @@ def _otlp_exporter(otlp: OtlpConfig) -> MetricExporter:
             headers=headers or None,
             timeout=otlp.timeout_s,
             max_export_batch_size=MAX_POINTS_PER_REQUEST,
+            channel_options=channel_options,  # type: ignore[arg-type]
         )
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpExporter,
@@ -159,7 +164,7 @@ def build_export(config: Config, version: str, series: PairSeries) -> Export:
     if config.otlp is not None:
         readers.append(
             PeriodicExportingMetricReader(
-                _WithPairSeries(_otlp_exporter(config.otlp), series),
+                _WithPairSeries(otlp_exporter(config.otlp), series),
                 export_interval_millis=config.export_interval_s * 1000,
                 export_timeout_millis=config.otlp.timeout_s * 1000,
             )

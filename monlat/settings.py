@@ -10,7 +10,7 @@ import argparse
 import os
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -225,7 +225,7 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
     shutdown_setting, shutdown_text = settings.text("--shutdown-timeout", "5s")
     zone_setting, zone_text = settings.text("--zone-labels", "false")
     zone_labels = parse_bool(zone_setting, zone_text)
-    sizing = _sizing(settings)
+    sizing = parse_sizing(settings.text)
     if discovery is not DiscoveryMode.KUBERNETES:
         # Zones come from the Nodes' topology label; neither static peers nor Pods carry it.
         cross_found = settings.get("--cross-zone-peers")
@@ -259,11 +259,14 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
     )
 
 
-def _sizing(settings: _Settings) -> SizingSettings:
-    """--max-peers auto|all|K, --cross-zone-peers auto|off|C, --pair-histograms auto|true|false."""
+def parse_sizing(text_of: Callable[[str, str], tuple[str, str]]) -> SizingSettings:
+    """--max-peers auto|all|K, --cross-zone-peers auto|off|C, --pair-histograms auto|true|false.
+
+    `text_of(flag, default)` gives (setting name for messages, raw text); shared by the agent
+    and `monlat plan`, so both accept the same values."""
 
     def count(flag: str, none_word: str) -> int | Auto | None:
-        setting, text = settings.text(flag, AUTO)
+        setting, text = text_of(flag, AUTO)
         lowered = text.strip().lower()
         if lowered == AUTO:
             return AUTO
@@ -276,7 +279,7 @@ def _sizing(settings: _Settings) -> SizingSettings:
             )
         return int(lowered)
 
-    hist_setting, hist_text = settings.text("--pair-histograms", AUTO)
+    hist_setting, hist_text = text_of("--pair-histograms", AUTO)
     histograms: bool | Auto = (
         AUTO if hist_text.strip().lower() == AUTO else parse_bool(hist_setting, hist_text)
     )

@@ -48,6 +48,8 @@ class Collector:
     prefix: tuple[str, ...] = ()
     connect: SocketFactory = field(default=socket.socket)
     overlays: tuple[str, ...] = ()  # further --config files, e.g. config.backend.yaml
+    # --set overrides, last; the tests do not read the collector's own metrics.
+    settings: tuple[str, ...] = ("service.telemetry.metrics.level=none",)
     proc: subprocess.Popen[str] | None = None
     log_path: Path | None = None
 
@@ -66,7 +68,7 @@ class Collector:
             self.proc = subprocess.Popen(
                 [*self.prefix, self.binary, "--config", str(COLLECTOR_DIR / "config.yaml"),
                  *(f"--config={COLLECTOR_DIR / name}" for name in self.overlays),
-                 "--set", "service.telemetry.metrics.level=none"],
+                 *(f"--set={setting}" for setting in self.settings)],
                 stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
             )  # fmt: skip
         try:
