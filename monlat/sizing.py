@@ -89,12 +89,9 @@ def size_for(nodes: int, zones: int, settings: SizingSettings, *, families: int 
     auto_peers = auto_peer_count(nodes, families)
     cross_zone: int | None
     if settings.cross_zone_peers == AUTO:
-        # Only where the peers are limited: a full mesh covers every zone pair already.
-        limited = (
-            isinstance(settings.max_peers, int)
-            if settings.max_peers != AUTO
-            else auto_peers is not None
-        )
+        # Only where the sizing limits the peers (a full mesh covers every zone pair already);
+        # an explicit --max-peers K keeps its plain meaning, K on the ring.
+        limited = settings.max_peers == AUTO and auto_peers is not None
         cross_zone = AUTO_CROSS_ZONE_PEERS if limited and zones > 1 else None
     else:
         cross_zone = settings.cross_zone_peers

@@ -82,10 +82,9 @@ def test_explicit_settings_win_over_the_size() -> None:
     pinned = SizingSettings(max_peers=None, cross_zone_peers=None, pair_histograms=True)
     assert size_for(5_000, 3, pinned) == Sizing(None, None, True)
     assert size_for(10, 1, SizingSettings(max_peers=3)) == Sizing(3, None, True)
-    assert size_for(10, 2, SizingSettings(max_peers=3)) == Sizing(3, 1, True)
-    assert size_for(10, 2, SizingSettings(max_peers=3, cross_zone_peers=None)) == Sizing(
-        3, None, True
-    )
+    # An explicit K is K on the ring, zones or not, unless a zone rule is asked for.
+    assert size_for(10, 2, SizingSettings(max_peers=3)) == Sizing(3, None, True)
+    assert size_for(10, 2, SizingSettings(max_peers=3, cross_zone_peers=1)) == Sizing(3, 1, True)
     assert HISTOGRAM_MAX_PAIRS >= 10 * 3
 
 
