@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc as grpc_lib
-import yaml
 from opentelemetry.sdk.metrics.export import MetricsData
 
 from monlat.config import OtlpConfig
@@ -50,15 +49,13 @@ from monlat.synthetic import (
     prometheus_series,
 )
 from tests.agent_process import parse_exposition
-from tests.collector import Collector, collector_binary, free_ports
+from tests.collector import Collector, collector_binary, free_ports, shipped_deployment
 from tests.prometheus_server import PrometheusServer
 
 REPO = Path(__file__).resolve().parents[1]
-MANIFEST = REPO / "deploy" / "k8s" / "monlat.yaml"
 PLAN_FIGURES = REPO / "monlat" / "plan_figures.json"
 PUSH_INTERVAL_S = 15.0
 DEFAULT_ROWS = "10,100,1000,1000z,5000,5000z,2500zd,5000zd,10b,100b"
-_UNITS = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
 
 
 @dataclass(frozen=True)
@@ -76,18 +73,6 @@ def parse_row(text: str) -> Row:
     zones = 3 if "z" in flags else 1
     shape = ClusterShape(nodes, zones, dual_stack="d" in flags, zone_labels="z" in flags)
     return Row(text.strip(), shape, EVERY_PEER if "b" in flags else SizingSettings())
-
-
-def shipped_collector() -> dict[str, Any]:
-    """The collector container's environment and memory limit, as the Deployment ships them."""
-    for document in yaml.safe_load_all(MANIFEST.read_text()):
-        if document and document.get("kind") == "Deployment":
-            container = document["spec"]["template"]["spec"]["containers"][0]
-            env = {item["name"]: item["value"] for item in container.get("env", [])}
-            limit = container["resources"]["limits"]["memory"]
-            number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi)", limit).groups()  # type: ignore[union-attr]
-            return {"env": env, "limit_mib": int(number) * _UNITS[unit], "limit": limit}
-    raise SystemExit(f"bench:fleet: error: no Deployment in {MANIFEST}")
 
 
 def _status_mib(pid: int, field: str) -> float:
@@ -179,7 +164,7 @@ def encoded_push(batch: MetricsData, endpoint: str) -> list[bytes]:
 
 
 def run_row(row: Row, rounds: int, workdir: Path, env_overrides: dict[str, str]) -> dict[str, Any]:
-    shipped = shipped_collector()
+    shipped = shipped_deployment()
     env = {**shipped["env"], **env_overrides}
     nodes = cluster(row.shape)
     started = time.monotonic()
@@ -234,9 +219,9 @@ def run_row(row: Row, rounds: int, workdir: Path, env_overrides: dict[str, str])
         cpu = _cpu_s(pid) - cpu_before
         time.sleep(2)  # the batch processor's timeout, then the exporter holds it all
         try:
-            status, body, scrape_s = _get(metrics, "/metrics")
+            _, body, scrape_s = _get(metrics, "/metrics")
         except OSError as err:  # an overloaded collector: the row says so instead of ending
-            status, body, scrape_s = 0, "", float("nan")
+            body, scrape_s = "", float("nan")
             print(f"bench:fleet: {row.label}: scrape failed: {err!r}", file=sys.stderr)
         served = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
         own = _get(telemetry, "/metrics")[1]
@@ -368,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = max(soft, min(hard, 65536))
     resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    shipped = shipped_collector()
+    shipped = shipped_deployment()
     print(
         f"# monlat fleet benchmark: collector limit {shipped['limit']}, env {shipped['env']}, "
         f"push every {PUSH_INTERVAL_S:.0f} s, Prometheus scrape every {PUSH_INTERVAL_S:.0f} s"

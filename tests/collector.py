@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,22 @@ from tests.lab.fixtures import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[1]
 COLLECTOR_DIR = REPO / "deploy" / "otel-collector"
+
+
+def shipped_deployment() -> dict[str, Any]:
+    """The collector container's environment and memory limit as deploy/k8s/monlat.yaml ships
+    them: {"env": {...}, "limit": "1536Mi", "limit_mib": 1536.0}."""
+    import yaml
+
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    for document in yaml.safe_load_all((REPO / "deploy" / "k8s" / "monlat.yaml").read_text()):
+        if document and document.get("kind") == "Deployment":
+            container = document["spec"]["template"]["spec"]["containers"][0]
+            env = {item["name"]: item["value"] for item in container.get("env", [])}
+            limit = container["resources"]["limits"]["memory"]
+            number, unit = limit[:-2], limit[-2:]
+            return {"env": env, "limit": limit, "limit_mib": int(number) * units[unit]}
+    raise AssertionError("no Deployment in deploy/k8s/monlat.yaml")
 
 
 def collector_binary() -> str:
