@@ -315,14 +315,23 @@ def fit_plan_figures(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if not r["refusing_in_log"] and r["series_served"] and not r["failed_exports"]
     ]
     series = [float(r["series_served"]) for r in usable]
-    base, per = line(series, [r["collector_peak_rss_mib"] for r in usable])
+    # The collector keeps one entry per data point (a histogram's 23 series are one), so its
+    # memory follows points; the exposition and Prometheus follow series.
+    points = [float(r["points_per_push_round"]) for r in usable]
+    base, per = line(points, [r["collector_peak_rss_mib"] for r in usable])
+    refused = [r["points_per_push_round"] for r in rows.values() if r not in usable]
     prom_base, prom_per = line(series, [r["prometheus_peak_rss_mib"] for r in usable])
+    shipped = shipped_deployment()
     return {
         "measured": time.strftime("%Y-%m-%d"),
+        "collector_limit": shipped["limit"],
+        "collector_limit_mib": shipped["limit_mib"],
         "command": "hatch run bench:fleet --write-plan-figures",
         "rows": sorted(rows),
         "collector_base_mib": round(base, 1),
-        "collector_kib_per_series": round(per * 1024, 3),
+        "collector_kib_per_point": round(per * 1024, 3),
+        "collector_points_held": int(max(points)),
+        "collector_points_refused": min(refused) if refused else None,
         "prometheus_base_mib": round(prom_base, 1),
         "prometheus_kib_per_series": round(prom_per * 1024, 3),
         "metrics_bytes_per_series": round(sum(r["metrics_bytes"] for r in usable) / sum(series), 1),

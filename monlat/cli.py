@@ -13,11 +13,12 @@ from monlat.settings import build_parser, parse_agent_config
 
 EXIT_USAGE = 2
 EXIT_SETUP = 1
-OPERATOR_COMMANDS = ("matrix", "diagnose")
+OPERATOR_COMMANDS = ("matrix", "diagnose", "plan")
 OPERATOR_HELP = """
 operator commands (read an agent's or the collector's metrics URL):
   matrix              show the node-to-node latency matrix (monlat matrix --help)
   diagnose            find slow or lossy nodes, links and zone boundaries (exit 1 when found)
+  plan                what the defaults do for a cluster of N nodes (monlat plan --help)
 """
 
 
@@ -37,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _operator_command(command, rest)
     if command != "agent":
         return _fail(
-            f"unknown command {command!r} (try: monlat agent|matrix|diagnose --help)", EXIT_USAGE
+            f"unknown command {command!r} (try: monlat agent|matrix|diagnose|plan --help)",
+            EXIT_USAGE,
         )
     if "-h" in rest or "--help" in rest:
         build_parser().parse_args(["agent", "--help"])
@@ -62,6 +64,10 @@ def _operator_command(command: str, rest: list[str]) -> int:
             from monlat.matrix import run_matrix
 
             return run_matrix(rest, os.environ, sys.stdout)
+        if command == "plan":
+            from monlat.plan import run_plan
+
+            return run_plan(rest, os.environ, sys.stdout)
         from monlat.diagnose import run_diagnose
 
         return run_diagnose(rest, os.environ, sys.stdout)

@@ -42,9 +42,9 @@ def test_five_thousand_dual_stack_peers_reach_the_collector_whole(
         SizingSettings(max_peers=None, cross_zone_peers=None, pair_histograms=True),
         1.0,
         {"measured": "", "collector_limit": "", "collector_limit_mib": 1, **dict.fromkeys(
-            ("collector_base_mib", "collector_kib_per_series", "prometheus_base_mib",
+            ("collector_base_mib", "collector_kib_per_point", "prometheus_base_mib",
              "prometheus_kib_per_series", "metrics_bytes_per_series",
-             "scrape_s_per_million_series"), 0.0)},
+             "scrape_s_per_million_series"), 0.0), "collector_points_held": 0},
     )  # fmt: skip
     assert plan.otlp_bytes_per_push > 4 * 2**20, plan.otlp_bytes_per_push
 
