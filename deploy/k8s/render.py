@@ -4,7 +4,9 @@
   ConfigMap is generated from the one config the tests run, never a hand copy);
 - agents-net-raw.yaml from agents.yaml and the patch in components/net-raw (one source for both
   the kustomize component and the plain file);
-- components/otlp-backend/backend-configmap.yaml from deploy/otel-collector/config.backend.yaml.
+- components/otlp-backend/backend-configmap.yaml from deploy/otel-collector/config.backend.yaml;
+- components/scale-out/remote-write-configmap.yaml from
+  deploy/otel-collector/config.remote-write.yaml.
 
     python3 deploy/k8s/render.py           # rewrite them
     python3 deploy/k8s/render.py --check   # exit 1 if any is out of date
@@ -83,10 +85,24 @@ def render_backend_configmap() -> str:
     )
 
 
+def render_remote_write_configmap() -> str:
+    config = (HERE.parent / "otel-collector" / "config.remote-write.yaml").read_text("utf-8")
+    indented = "\n".join(("    " + line).rstrip() for line in config.rstrip("\n").splitlines())
+    return (
+        GENERATED_NOTE
+        + "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: monlat-otelcol-remote-write\n"
+        + "  namespace: monlat\n  labels:\n    app.kubernetes.io/name: monlat\n"
+        + "    app.kubernetes.io/part-of: monlat\ndata:\n  config.remote-write.yaml: |\n"
+        + indented
+        + "\n"
+    )
+
+
 OUTPUTS = {
     "monlat.yaml": render_monlat,
     "agents-net-raw.yaml": render_agents_net_raw,
     "components/otlp-backend/backend-configmap.yaml": render_backend_configmap,
+    "components/scale-out/remote-write-configmap.yaml": render_remote_write_configmap,
 }
 
 
