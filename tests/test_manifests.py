@@ -43,7 +43,7 @@ KUSTOMIZATIONS = {
     "deploy/overlays/pod-network": ["rbac.yaml", "agents.yaml", "monlat.yaml", POD_NETWORK],
 }
 # Overlays that change objects on purpose: validated, but not compared with the plain files.
-PATCHING_OVERLAYS = ["deploy/overlays/otlp-backend"]
+PATCHING_OVERLAYS = ["deploy/overlays/otlp-backend", "deploy/overlays/scale-out"]
 AGENT_VARIANTS = ["agents.yaml", "agents-net-raw.yaml"]
 
 
