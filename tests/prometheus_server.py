@@ -24,32 +24,36 @@ class PrometheusServer:
     def __init__(
         self,
         workdir: Path,
-        target: str,
+        target: str | None,
         *,
         port: int,
         prefix: tuple[str, ...] = (),
         connect: SocketFactory,
         scrape_interval: str = "1s",
+        flags: tuple[str, ...] = (),
     ) -> None:
+        """Scrapes `target` (None: nothing, e.g. a remote-write receiver with the flag
+        --web.enable-remote-write-receiver in `flags`)."""
         binary = require("prometheus")
         self.port = port
         self._connect = connect
         config = workdir / "prometheus.yml"
-        config.write_text(
-            "global:\n"
-            f"  scrape_interval: {scrape_interval}\n"
+        scrape = (
             "scrape_configs:\n"
             "  - job_name: monlat\n"
             "    honor_labels: true\n"
             f"    static_configs: [{{targets: ['{target}']}}]\n"
+            if target is not None
+            else ""
         )
+        config.write_text(f"global:\n  scrape_interval: {scrape_interval}\n{scrape}")
         self.log_path = workdir / "prometheus.log"
         with self.log_path.open("w") as log:
             self.proc = subprocess.Popen(
                 [*prefix, binary, f"--config.file={config}",
                  f"--storage.tsdb.path={workdir / 'tsdb'}",
                  f"--web.listen-address=127.0.0.1:{port}",
-                 "--query.lookback-delta=5s"],
+                 "--query.lookback-delta=5s", *flags],
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self._wait_ready()
