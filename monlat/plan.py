@@ -153,13 +153,13 @@ def render_plan(plan: Plan) -> str:
         lines.append(
             f"  warning: {plan.points:,} data points at the collector, more than the "
             f"{plan.points_held:,} the fleet benchmark saw it hold{refused}: scale the "
-            "collector out (deploy/k8s/README.md) or lower --max-peers"
+            "collector out (deploy/overlays/scale-out) or lower --max-peers"
         )
     elif plan.collector_share_of_limit > COLLECTOR_HEADROOM:
         lines.append(
             f"  warning: over {COLLECTOR_HEADROOM:.0%} of the collector's limit: lower "
             "--max-peers, keep --pair-histograms auto, or scale the collector out "
-            "(deploy/k8s/README.md, Scaling out)"
+            "(deploy/overlays/scale-out)"
         )
     lines += [
         "  to change it: --max-peers K (pairs = nodes x K), --cross-zone-peers C (C per other "
