@@ -35,12 +35,13 @@ class Recorder:
         self.ignored = 0
         self.lags: list[float] = []
 
-    def on_outcome(self, outcome: Outcome) -> None:
+    def on_outcomes(self, outcomes: list[Outcome]) -> None:
         if not self.measuring.is_set():
             return
-        self.results[outcome.result.value] = self.results.get(outcome.result.value, 0) + 1
-        if self.records is not None and outcome.result is Result.REPLY and outcome.rtt_s:
-            self.records.write(f"{outcome.address} {outcome.sequence} {outcome.rtt_s:.9f}\n")
+        for outcome in outcomes:
+            self.results[outcome.result.value] = self.results.get(outcome.result.value, 0) + 1
+            if self.records is not None and outcome.result is Result.REPLY and outcome.rtt_s:
+                self.records.write(f"{outcome.address} {outcome.sequence} {outcome.rtt_s:.9f}\n")
 
     def on_ignored(self, reason: Ignored) -> None:
         self.ignored += 1

@@ -126,3 +126,27 @@ def test_reply_read_after_the_deadline_counts_by_its_kernel_time() -> None:
     too_late = table.match(reply(sequence=2, token=101), received_ns=1_501_000_000)
     assert isinstance(too_late, Outcome) and too_late.result is Result.TIMEOUT
     assert table.match(reply(sequence=2, token=101), received_ns=1_600_000_000) is Ignored.LATE
+
+
+def test_transmit_times_for_a_batch_retime_only_waiting_probes(pending: PendingProbes) -> None:
+    pending.add("node3", "10.0.0.3", 2, 101, sent_ns=1_000_000_000, deadline=10.0)
+    assert pending.match(reply(sequence=2, token=101, peer="10.0.0.3"), 1_000_100_000)
+    assert pending.set_sent_times([(100, 1_000_040_000), (101, 1), (999, 1)]) == 1
+    outcome = pending.match(reply(), received_ns=1_000_050_000)
+    assert isinstance(outcome, Outcome) and outcome.rtt_s == pytest.approx(10e-6)
+
+
+@pytest.mark.parametrize("finished", [9, 10, 11, 25, 31])
+def test_the_last_memory_finished_probes_are_always_remembered(finished: int) -> None:
+    table = PendingProbes(COOKIE, IDENT, memory=10)
+    order: list[tuple[int, Ignored]] = []  # in the order the probes finished
+    for token in range(finished):
+        table.add("p", "10.0.0.2", token, token, sent_ns=0, deadline=float(token))
+        if token % 3:
+            table.match(reply(sequence=token, token=token), 1)
+            order.append((token, Ignored.DUPLICATE))
+        else:
+            assert [o.sequence for o in table.expire(now=float(token))] == [token]
+            order.append((token, Ignored.LATE))
+    for token, expected in order[-10:]:
+        assert table.match(reply(sequence=token, token=token), 2) is expected, token

@@ -9,7 +9,7 @@ classified and counted.
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -77,7 +77,10 @@ class PendingProbes:
         # Deadlines are in send order because the timeout is the same for every probe.
         self._deadlines: deque[_Probe] = deque()
         # Recently finished probes: a reply to one of these is a duplicate or late, not a stray.
-        self._finished: OrderedDict[int, Result] = OrderedDict()
+        # Two generations of `memory` each rather than one ordered map trimmed per probe: the
+        # last `memory` are always remembered, and forgetting costs nothing per probe.
+        self._finished: dict[int, Result] = {}
+        self._finished_before: dict[int, Result] = {}
         self._memory = memory
 
     def __len__(self) -> int:
@@ -99,6 +102,18 @@ class PendingProbes:
         probe.sent_ns = sent_ns
         return True
 
+    def set_sent_times(self, times: list[tuple[int, int]]) -> int:
+        """set_sent_ns for each (token, sent_ns), in one call per batch; returns how many
+        probes were still waiting to be re-timed."""
+        waiting = self._waiting.get
+        applied = 0
+        for token, sent_ns in times:
+            probe = waiting(token)
+            if probe is not None:
+                probe.sent_ns = sent_ns
+                applied += 1
+        return applied
+
     def match(self, packet: Packet, received_ns: int) -> Outcome | Ignored:
         # One unpack instead of an attribute lookup per field: this runs once per reply.
         is_error, peer, ident, sequence, cookie, token, icmp_type, icmp_code, reporter = packet
@@ -114,10 +129,12 @@ class PendingProbes:
                 return Ignored.UNEXPECTED
         probe = self._waiting.get(token)
         if probe is None:
-            finished = self._finished.get(token)
-            if finished is None:
-                return Ignored.UNEXPECTED
-            return Ignored.LATE if finished is Result.TIMEOUT else Ignored.DUPLICATE
+            ended = self._finished.get(token)
+            if ended is None:
+                ended = self._finished_before.get(token)
+                if ended is None:
+                    return Ignored.UNEXPECTED
+            return Ignored.LATE if ended is Result.TIMEOUT else Ignored.DUPLICATE
         if probe.address != peer:
             return Ignored.WRONG_SOURCE
         if probe.sequence != sequence:
@@ -131,7 +148,11 @@ class PendingProbes:
         if self._timeout_ns is not None and elapsed_ns > self._timeout_ns:
             self._remember(token, Result.TIMEOUT)
             return Outcome(probe.peer, peer, sequence, Result.TIMEOUT)
-        self._remember(token, _REPLY)
+        # _remember inline: this is the path of nearly every probe.
+        finished = self._finished
+        finished[token] = _REPLY
+        if len(finished) >= self._memory:
+            self._finished_before, self._finished = finished, {}
         rtt = elapsed_ns / 1e9
         if rtt < 0:
             # The wall clock stepped backwards between send and receive; the sample is unusable.
@@ -172,6 +193,7 @@ class PendingProbes:
             self._by_address[key] = other
 
     def _remember(self, token: int, result: Result) -> None:
-        self._finished[token] = result
-        if len(self._finished) > self._memory:
-            self._finished.popitem(last=False)
+        finished = self._finished
+        finished[token] = result
+        if len(finished) >= self._memory:
+            self._finished_before, self._finished = finished, {}

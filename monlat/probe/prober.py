@@ -68,7 +68,9 @@ class Transport(Protocol):
 
 
 class ProbeListener(Protocol):
-    def on_outcome(self, outcome: Outcome) -> None: ...
+    def on_outcomes(self, outcomes: list[Outcome]) -> None:
+        """How probes ended, a tick's worth at a time (one call per tick, not per probe)."""
+
     def on_ignored(self, reason: Ignored) -> None: ...
     def on_send_lag(self, lag_s: float) -> None: ...
     def flush(self) -> None:
@@ -117,16 +119,16 @@ class _Channel:
         drifted (a send failed after the kernel numbered it) and the user-space time stays.
         One call per batch rather than per report: this runs once per probe sent.
         """
-        pop, set_sent_ns = self.sends.pop, self.pending.set_sent_ns
-        applied = 0
+        pop = self.sends.pop
+        checked = []
         for key, stamp in reported:
             sent = pop(key, None)
             if sent is None:
                 continue
             token, before, after = sent
-            if before <= stamp <= after and set_sent_ns(token, stamp):
-                applied += 1
-        return applied
+            if before <= stamp <= after:
+                checked.append((token, stamp))
+        return self.pending.set_sent_times(checked)
 
 
 class Prober:
@@ -154,6 +156,8 @@ class Prober:
         }
         self._schedule = Schedule(agent, config.interval_s / config.probes_per_interval)
         self._targets: dict[str, Target] = {}
+        # Peer -> (address, channel): the send loop's one lookup per probe.
+        self._routes: dict[str, tuple[str, _Channel]] = {}
         self._tokens = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Handle | None = None
@@ -184,9 +188,11 @@ class Prober:
                 if channel:
                     channel.pending.forget_peer(old.address)
                 del self._targets[name]
+                del self._routes[name]
         for name, target in targets.items():
             if name not in self._targets and target.family in self._channels:
                 self._targets[name] = target
+                self._routes[name] = (target.address, self._channels[target.family])
                 self._schedule.add(name, now)
         self._tick_s = self._tick_length()
         self._wake()
@@ -266,42 +272,45 @@ class Prober:
         if not due:
             return False
         wall_ns = self._clock.wall_ns
-        targets, channels, tokens = self._targets, self._channels, self._tokens
         # Bound once per batch; a batch holds every send due within the tick.
-        next_token = tokens.__next__
+        routes, next_token = self._routes, self._tokens.__next__
         # One deadline and one lag figure per batch: the batch leaves within a millisecond,
         # far below the timeout's precision, and lag is a property of the wake-up.
         deadline = self._clock.monotonic() + self._config.timeout_s
-        sent = 0
+        sent = untimed = 0
+        failed: list[Outcome] = []
         for name, _ in due:
-            target = targets[name]
-            channel = channels[target.family]
+            address, channel = routes[name]
             sequence = next(channel.sequences)
             token = next_token() & 0xFFFFFFFF
             packet = channel.builder.build(channel.ident, sequence, token)
             sent_ns = wall_ns()
             try:
-                key = channel.transport.send(packet, target.address)
+                key = channel.transport.send(packet, address)
             except OSError as err:
-                self._listener.on_outcome(
-                    Outcome(name, target.address, sequence, Result.SEND_ERROR, detail=err.strerror)
+                failed.append(
+                    Outcome(name, address, sequence, Result.SEND_ERROR, detail=err.strerror)
                 )
                 continue
             if key is not None:
                 channel.remember_send(key, token, sent_ns, wall_ns())
             else:
-                self.user_send_times += 1  # no kernel transmit time will come for it
-            channel.pending.add(name, target.address, sequence, token, sent_ns, deadline)
+                untimed += 1  # no kernel transmit time will come for it
+            channel.pending.add(name, address, sequence, token, sent_ns, deadline)
             sent += 1
         self.sent += sent
+        self.user_send_times += untimed
+        if failed:
+            self._listener.on_outcomes(failed)
         # How late the tick began against the earliest send it owed: the agent's own delay.
         self._listener.on_send_lag(max(0.0, now - due[0][1]))
         return sent > 0
 
     def _expire(self, now: float) -> None:
         for channel in self._channels.values():
-            for outcome in channel.pending.expire(now):
-                self._listener.on_outcome(outcome)
+            expired = channel.pending.expire(now)
+            if expired:
+                self._listener.on_outcomes(expired)
 
     def _drain(self, channel: _Channel) -> None:
         transport = channel.transport
@@ -315,8 +324,10 @@ class Prober:
         family = transport.family
         ip_header = transport.parses_ip_header
         # Bound once per tick: the loop runs once per reply.
-        match, listener, wall_ns = channel.pending.match, self._listener, self._clock.wall_ns
-        on_outcome, on_ignored = listener.on_outcome, listener.on_ignored
+        match, wall_ns = channel.pending.match, self._clock.wall_ns
+        on_ignored = self._listener.on_ignored
+        outcomes: list[Outcome] = []
+        finished = outcomes.append
         stamped = unstamped = 0
         for data, source, kernel_ns in transport.receive_all():
             packet = parse(data, family, source, ip_header=ip_header)
@@ -334,6 +345,8 @@ class Prober:
             if isinstance(result, Ignored):
                 on_ignored(result)
             else:
-                on_outcome(result)
+                finished(result)
         self.kernel_receive_times += stamped
         self.user_receive_times += unstamped
+        if outcomes:
+            self._listener.on_outcomes(outcomes)
