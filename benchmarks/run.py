@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["accuracy"] = figures
         accuracy.print_table(figures)
     if "steady" in sections:
-        figures = steady.run([1000, 5000], 20.0 if args.quick else 60.0, otlp_peers=1000)
+        figures = steady.run([1000, 5000], 20.0 if args.quick else 60.0, otlp_peers=[1000, 5000])
         results["steady"] = figures
         steady.print_table(figures)
     if "loss" in sections:
