@@ -40,7 +40,7 @@ RUN --mount=type=secret,id=ca-bundle \
     && /opt/monlat/bin/pip uninstall --yes pip setuptools \
     && rm -rf /opt/monlat/lib/python3.*/site-packages/kubernetes/aio \
     && /opt/monlat/bin/python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash /opt/monlat \
-    && /opt/monlat/bin/python -c "import monlat.agent, monlat.discovery.kubernetes, opentelemetry.exporter.prometheus, opentelemetry.exporter.otlp.proto.grpc.metric_exporter, opentelemetry.exporter.otlp.proto.http.metric_exporter" \
+    && /opt/monlat/bin/python -c "import monlat.agent.agent, monlat.agent.discovery.kubernetes, opentelemetry.exporter.prometheus, opentelemetry.exporter.otlp.proto.grpc.metric_exporter, opentelemetry.exporter.otlp.proto.http.metric_exporter" \
     && /opt/monlat/bin/monlat --help >/dev/null
 
 FROM ${BASE_IMAGE}

@@ -5,7 +5,7 @@
                                              # b the settings before sizing (full mesh, histograms)
     hatch run bench:fleet --quick            # fewer push rounds
 
-Each simulated agent is the agent's own export code (monlat.synthetic: the sizing, the peer
+Each simulated agent is the agent's own export code (monlat.tools.synthetic: the sizing, the peer
 ring, ResultStore windows, PairSeries, the SDK instruments, the OTLP gRPC exporter with its
 request split) on made-up results, with a connection of its own, pushing every 15 s like the
 DaemonSet, the agents' pushes spread over the interval. Each agent's requests are encoded once
@@ -14,7 +14,7 @@ in one process would take the CPU the collector is measured on. The collector is
 built from deploy/otel-collector/ with the shipped config.yaml and the Deployment's environment
 (GOMEMLIMIT, memory limiter); its limits are read from deploy/k8s/monlat.yaml. Prints a table,
 writes every figure to JSON, and writes the fitted cost per series that `monlat plan` uses
-(monlat/plan_figures.json) with --write-plan-figures.
+(monlat/tools/plan_figures.json) with --write-plan-figures.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from typing import Any
 import grpc as grpc_lib
 from opentelemetry.sdk.metrics.export import MetricsData
 
-from monlat.config import OtlpConfig
-from monlat.exporters import otlp_exporter
-from monlat.sizing import EVERY_PEER, SizingSettings
-from monlat.synthetic import (
+from monlat.agent.config import OtlpConfig
+from monlat.agent.export.otlp import otlp_exporter
+from monlat.agent.sizing import EVERY_PEER, SizingSettings
+from monlat.tools.synthetic import (
     ClusterShape,
     SyntheticAgent,
     cluster,
@@ -53,7 +53,7 @@ from tests.collector import Collector, collector_binary, free_ports, shipped_dep
 from tests.prometheus_server import PrometheusServer
 
 REPO = Path(__file__).resolve().parents[1]
-PLAN_FIGURES = REPO / "monlat" / "plan_figures.json"
+PLAN_FIGURES = REPO / "monlat" / "tools" / "plan_figures.json"
 PUSH_INTERVAL_S = 15.0
 DEFAULT_ROWS = "10,100,1000,1000z,5000,5000z,2500zd,5000zd,10b,100b"
 

@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from monlat.config import ProbeConfig, SocketMode, parse_duration
-from monlat.probe.icmp import Ignored
-from monlat.probe.pending import Outcome, Result
-from monlat.probe.prober import Prober, Target
-from monlat.probe.sockets import open_socket
+from monlat.agent.config import ProbeConfig, SocketMode
+from monlat.agent.probe.icmp import Ignored
+from monlat.agent.probe.pending import Outcome, Result
+from monlat.agent.probe.prober import Prober, Target
+from monlat.agent.probe.sockets import open_socket
+from monlat.common.durations import parse_duration
 
 
 class Recorder:

@@ -7,9 +7,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from monlat.config import ConfigError
-from monlat.probe.sockets import ProbeSetupError
-from monlat.settings import build_parser, parse_agent_config
+from monlat.agent.probe.sockets import ProbeSetupError
+from monlat.agent.settings import build_parser, parse_agent_config
+from monlat.common.errors import ConfigError
 
 EXIT_USAGE = 2
 EXIT_SETUP = 1
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         config = parse_agent_config(rest, os.environ)
-        from monlat.agent import Agent
+        from monlat.agent.agent import Agent
 
         return asyncio.run(Agent(config).run())
     except ConfigError as err:
@@ -61,14 +61,14 @@ def _operator_command(command: str, rest: list[str]) -> int:
     """`matrix` and `diagnose`: bad input or an unreachable URL is one line and exit status 2."""
     try:
         if command == "matrix":
-            from monlat.matrix import run_matrix
+            from monlat.tools.matrix import run_matrix
 
             return run_matrix(rest, os.environ, sys.stdout)
         if command == "plan":
-            from monlat.plan import run_plan
+            from monlat.tools.plan import run_plan
 
             return run_plan(rest, os.environ, sys.stdout)
-        from monlat.diagnose import run_diagnose
+        from monlat.tools.diagnose import run_diagnose
 
         return run_diagnose(rest, os.environ, sys.stdout)
     except ConfigError as err:

@@ -16,7 +16,7 @@ import struct
 import threading
 import time
 
-from monlat.probe.icmp import checksum
+from monlat.agent.probe.icmp import checksum
 
 BEHAVIOURS = (
     "good",

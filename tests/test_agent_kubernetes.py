@@ -128,7 +128,7 @@ def test_scale_controls_zones_and_cordoned_readiness(api: tuple[FakeApiServer, P
 def test_cross_zone_sample_follows_the_agents_own_zone(api: tuple[FakeApiServer, Path]) -> None:
     """--cross-zone-peers 1: every peer of the own zone, one of each other zone; when the agent's
     own node moves to another zone, the choice (and the zone labels) follow."""
-    from monlat.discovery.selection import plan_peers
+    from monlat.agent.discovery.selection import plan_peers
 
     server, kubeconfig = api
     zone = "topology.kubernetes.io/zone"

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from monlat.common import names as metric
 from tests import k8s_schema
 from tests.lab.fixtures import skip_or_fail
 
@@ -38,33 +39,13 @@ PROMETHEUS_RULE = PROMETHEUS / "prometheusrule.yaml"
 RULES_README = PROMETHEUS / "README.md"
 RULE_TESTS = Path(__file__).resolve().parent / "alerts"
 
-# What the agents export, under their Prometheus names (README.md, "Metrics"), histograms
+# What the agents export, under their Prometheus names (monlat.common.names, checked against a
+# real exposition in tests/test_names.py), histograms
 # with their series suffixes: series with a (from, to) pair and so, optionally, family and
 # network; and the agents' own series, which carry network but no family (one agent probes both
 # families).
-PER_PAIR_METRICS = frozenset(
-    {
-        "latency_between_nodes",
-        "monlat_rtt_seconds_bucket",
-        "monlat_rtt_seconds_sum",
-        "monlat_rtt_seconds_count",
-        "monlat_probes_total",
-        "monlat_loss_ratio",
-        "monlat_jitter_seconds",
-    }
-)
-AGENT_METRICS = frozenset(
-    {
-        "monlat_agent_info",
-        "monlat_peers",
-        "monlat_send_lag_seconds_bucket",
-        "monlat_send_lag_seconds_sum",
-        "monlat_send_lag_seconds_count",
-        "monlat_ignored_packets_total",
-        "monlat_expected_probers",
-        "monlat_timestamps_total",
-    }
-)
+PER_PAIR_METRICS = metric.series_names(metric.PER_PAIR)
+AGENT_METRICS = metric.series_names(metric.PER_AGENT)
 EXPORTED_METRICS = PER_PAIR_METRICS | AGENT_METRICS
 SEVERITIES = {"critical", "warning"}
 

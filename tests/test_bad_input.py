@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from monlat.config import ConfigError, DiscoveryMode, SocketMode
-from monlat.settings import parse_agent_config
+from monlat.agent.config import DiscoveryMode, SocketMode
+from monlat.agent.settings import parse_agent_config
+from monlat.common.errors import ConfigError
 
 ENV = {"HOME": "/nonexistent-home"}
 

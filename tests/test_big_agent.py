@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from monlat.plan import make_plan
-from monlat.sizing import SizingSettings
-from monlat.synthetic import ClusterShape
+from monlat.agent.sizing import SizingSettings
+from monlat.tools.plan import make_plan
+from monlat.tools.synthetic import ClusterShape
 from tests.agent_process import AgentProcess, parse_exposition
 from tests.api_relay import ApiRelay
 from tests.collector import Collector, free_ports, shipped_deployment

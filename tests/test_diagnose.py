@@ -8,8 +8,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from monlat.config import ConfigError
-from monlat.diagnose import (
+from monlat.common.errors import ConfigError
+from monlat.tools.diagnose import (
     Diagnosis,
     Finding,
     Kind,
@@ -20,8 +20,8 @@ from monlat.diagnose import (
     render_text,
     run_diagnose,
 )
-from monlat.matrix import Matrix, build_matrix
-from monlat.scrape import parse_exposition
+from monlat.tools.matrix import Matrix, build_matrix
+from monlat.tools.scrape import parse_exposition
 from tests.test_matrix import (
     PairData,
     assert_one_line_error,

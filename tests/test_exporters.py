@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import Counter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
     MetricExporter,
     MetricExportResult,
     MetricsData,
@@ -15,15 +17,19 @@ from opentelemetry.sdk.metrics.export import (
 )
 from prometheus_client import CollectorRegistry, generate_latest
 
-from monlat.exporters import _PairCollector, _WithPairSeries, build_resource
-from monlat.probe.pending import Outcome, Result
-from monlat.results import PeerSummary, ResultStore
-from monlat.telemetry import PairLabels, PairSeries, Snapshots
+from monlat.agent.export.otlp import WithPairSeries
+from monlat.agent.export.prometheus import PairCollector
+from monlat.agent.export.provider import build_resource
+from monlat.agent.probe.pending import Outcome, Result
+from monlat.agent.results import PeerSummary, ResultStore
+from monlat.agent.telemetry import PairLabels, PairSeries, Snapshots
 
 
 class Capture(MetricExporter):
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(
+        self, preferred_temporality: dict[type, AggregationTemporality] | None = None
+    ) -> None:
+        super().__init__(preferred_temporality=preferred_temporality)
         self.batches: list[MetricsData] = []
 
     def export(
@@ -67,7 +73,7 @@ def test_pair_series_join_the_existing_monlat_scope() -> None:
     capture = Capture()
     series = series_with([0.0004, 0.0011, 0.0011])
     reader = PeriodicExportingMetricReader(
-        _WithPairSeries(capture, series),
+        WithPairSeries(capture, series),
         export_interval_millis=3_600_000,
     )
     provider = MeterProvider(metric_readers=[reader])
@@ -102,7 +108,7 @@ def test_pair_series_join_the_existing_monlat_scope() -> None:
 
 def test_prometheus_family_is_cumulative_and_upper_inclusive() -> None:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_PairCollector(series_with([0.0004, 0.0011, 0.0011, 30.0])))
+    registry.register(PairCollector(series_with([0.0004, 0.0011, 0.0011, 30.0])))
     text = generate_latest(registry).decode()
     assert 'monlat_rtt_seconds_bucket{from="a",le="0.0004",to="b"} 1.0' in text
     assert 'monlat_rtt_seconds_bucket{from="a",le="0.0008",to="b"} 1.0' in text
@@ -114,7 +120,7 @@ def test_prometheus_family_is_cumulative_and_upper_inclusive() -> None:
 
 def test_prometheus_pair_series_names_and_lines() -> None:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_PairCollector(series_with([0.0004, 0.0006], timeouts=2)))
+    registry.register(PairCollector(series_with([0.0004, 0.0006], timeouts=2)))
     lines = generate_latest(registry).decode().splitlines()
     # The latest interval ended in timeouts: no latency line (nor an empty family), loss half.
     assert not any(line.startswith("latency_between_nodes") for line in lines)
@@ -133,3 +139,34 @@ def test_a_pod_network_agent_is_its_own_instance() -> None:
     assert host["service.instance.id"] == "node1"
     assert pod["service.instance.id"] == "node1/pod"
     assert pod["k8s.node.name"] == host["k8s.node.name"] == "node1"
+
+
+def test_the_push_is_cumulative_even_where_the_environment_prefers_delta(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The per-pair series are cumulative by construction; the SDK's own instruments in the same
+    push follow them, not the OTLP exporter's preference (which reads
+    OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE)."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")
+    capture = Capture({Counter: AggregationTemporality.DELTA})
+    reader = PeriodicExportingMetricReader(
+        WithPairSeries(capture, series_with([0.001])), export_interval_millis=3_600_000
+    )
+    provider = MeterProvider(metric_readers=[reader])
+    counter = provider.get_meter("monlat").create_counter("c")
+    counter.add(2)
+    provider.force_flush()
+    counter.add(3)
+    provider.force_flush()
+    provider.shutdown()
+    values = [
+        (m.data.aggregation_temporality, m.data.data_points[0].value)
+        for batch in capture.batches
+        for sm in batch.resource_metrics[0].scope_metrics
+        for m in sm.metrics
+        if m.name == "c"
+    ]
+    assert values[:2] == [
+        (AggregationTemporality.CUMULATIVE, 2),
+        (AggregationTemporality.CUMULATIVE, 5),
+    ]

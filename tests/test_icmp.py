@@ -4,7 +4,7 @@ import struct
 import icmplib
 import pytest
 
-from monlat.probe.icmp import EchoBuilder, Ignored, Packet, checksum, parse
+from monlat.agent.probe.icmp import EchoBuilder, Ignored, Packet, checksum, parse
 
 COOKIE = b"monlat01"
 

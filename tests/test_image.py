@@ -260,7 +260,7 @@ pyc = lambda p: pathlib.Path(importlib.util.cache_from_source(p))
 site = pathlib.Path(next(p for p in sys.path if p.endswith("site-packages")))
 sources = list(site.rglob("*.py"))
 missing = [str(p) for p in sources if not pyc(p).exists()]
-flags = pyc(site / "monlat" / "agent.py").read_bytes()[4]
+flags = pyc(site / "monlat" / "agent" / "agent.py").read_bytes()[4]
 print(len(sources), len(missing), flags, importlib.util.find_spec("pip") is None)
 print(missing[:5])
 """
@@ -279,14 +279,15 @@ def test_agent_image_is_precompiled_and_has_no_pip(images: Images) -> None:
     counts, sample = proc.stdout.splitlines()
     sources, missing, flags, no_pip = counts.split()
     assert int(sources) > 1000 and missing == "0", sample
-    assert flags == "1", "monlat/agent.py's .pyc is not an unchecked hash-based one"
+    assert flags == "1", "monlat/agent/agent.py's .pyc is not an unchecked hash-based one"
     assert no_pip == "True"
 
 
 def test_build_context_is_the_source_only(images: Images) -> None:
     """.dockerignore lets in what the wheel is built from: no caches, tests, .git or deploy/."""
     files = context_files(images.base)
-    assert {"pyproject.toml", "README.md", "monlat/cli.py", "monlat/probe/sockets.py"} <= set(files)
+    expected = {"pyproject.toml", "README.md", "monlat/cli.py", "monlat/agent/probe/sockets.py"}
+    assert expected <= set(files)
     assert not [
         f for f in files if not (f in ("pyproject.toml", "README.md") or f.startswith("monlat/"))
     ]

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from monlat.config import IpFamily, KubernetesConfig
-from monlat.discovery import PeerMap
-from monlat.discovery.kubernetes import KubernetesNodes, load_api_client
-from monlat.logs import EventLog
+from monlat.agent.config import IpFamily, KubernetesConfig
+from monlat.agent.discovery import PeerMap
+from monlat.agent.discovery.kubernetes import KubernetesNodes, load_api_client
+from monlat.agent.logs import EventLog
 from tests.fake_apiserver import FakeApiServer
 
 SELF = "self-node"

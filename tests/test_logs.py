@@ -1,6 +1,6 @@
 import io
 
-from monlat.logs import EventLog, MeasurementLog, measurement_line
+from monlat.agent.logs import EventLog, MeasurementLog, measurement_line
 
 
 class CountingStream(io.StringIO):

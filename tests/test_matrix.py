@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from monlat.config import ConfigError
-from monlat.matrix import (
+from monlat.common.errors import ConfigError
+from monlat.tools.matrix import (
     CLEAR_SCREEN,
     Cell,
     Matrix,
@@ -45,7 +45,7 @@ from monlat.matrix import (
     watch,
     watch_frames,
 )
-from monlat.scrape import (
+from monlat.tools.scrape import (
     ExpositionError,
     Sample,
     fetch_text,

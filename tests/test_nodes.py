@@ -2,9 +2,9 @@ from typing import Any
 
 import pytest
 
-from monlat.config import IpFamily
-from monlat.discovery import Peer, diff_peers
-from monlat.discovery.nodes import AddressPolicy, Eligibility, NodeCache, choose_address
+from monlat.agent.config import IpFamily
+from monlat.agent.discovery import Peer, diff_peers
+from monlat.agent.discovery.nodes import AddressPolicy, Eligibility, NodeCache, choose_address
 
 
 def node(name: str, *addresses: tuple[str, str], rv: str = "1") -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from monlat.discovery import Peer
-from monlat.telemetry import PairLabels
+from monlat.agent.discovery import Peer
+from monlat.agent.telemetry import PairLabels
 
 
 def test_original_labels_by_default() -> None:

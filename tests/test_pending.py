@@ -1,7 +1,7 @@
 import pytest
 
-from monlat.probe.icmp import Ignored, Packet
-from monlat.probe.pending import Outcome, PendingProbes, Result
+from monlat.agent.probe.icmp import Ignored, Packet
+from monlat.agent.probe.pending import Outcome, PendingProbes, Result
 
 COOKIE = b"monlat01"
 IDENT = 0x1234

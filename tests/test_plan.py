@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from monlat.config import ConfigError
-from monlat.plan import load_figures, make_plan, render_plan, run_plan
-from monlat.sizing import SizingSettings
-from monlat.synthetic import ClusterShape, SyntheticAgent, cluster, prometheus_series
+from monlat.agent.sizing import SizingSettings
+from monlat.common.errors import ConfigError
+from monlat.tools.plan import load_figures, make_plan, render_plan, run_plan
+from monlat.tools.synthetic import ClusterShape, SyntheticAgent, cluster, prometheus_series
 from tests.agent_process import REPO
 
 FIGURES = {

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from monlat.config import IpFamily
-from monlat.discovery import Peer
-from monlat.discovery.nodes import AddressPolicy
-from monlat.discovery.pods import PodCache, pod_state
+from monlat.agent.config import IpFamily
+from monlat.agent.discovery import Peer
+from monlat.agent.discovery.nodes import AddressPolicy
+from monlat.agent.discovery.pods import PodCache, pod_state
 
 POLICY = AddressPolicy(("PodIP",), IpFamily.IPV4)
 DUAL = AddressPolicy(("PodIP",), None, dual_stack=True)

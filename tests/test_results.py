@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from monlat.probe.pending import Outcome, Result
-from monlat.results import ResultStore, RttWindow
+from monlat.agent.probe.pending import Outcome, Result
+from monlat.agent.results import ResultStore, RttWindow
 
 
 def reply(peer: str, rtt: float, address: str = "10.0.0.2") -> Outcome:

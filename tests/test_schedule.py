@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from monlat.probe.schedule import Schedule, phase
+from monlat.agent.probe.schedule import Schedule, phase
 
 
 def test_phases_are_stable_and_spread_evenly() -> None:

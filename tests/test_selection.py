@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from monlat.discovery.selection import PeerRing, plan_peers, probed_by, select_peers
+from monlat.agent.discovery.selection import PeerRing, plan_peers, probed_by, select_peers
 
 
 def choices(names: list[str], k: int) -> dict[str, set[str]]:
@@ -67,7 +67,7 @@ def test_choice_is_the_same_in_every_agent_and_run() -> None:
     assert select_peers("n7", names, 3) == select_peers("n7", list(reversed(names)), 3)
     # Fixed by the name hash, not by Python's per-process hash seed.
     code = (
-        "from monlat.discovery.selection import select_peers;"
+        "from monlat.agent.discovery.selection import select_peers;"
         "print(sorted(select_peers('n7', [f'n{i}' for i in range(100)], 3)))"
     )
     outputs = {

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from monlat.discovery.selection import plan_peers
-from monlat.settings import parse_agent_config
-from monlat.sizing import (
+from monlat.agent.discovery.selection import plan_peers
+from monlat.agent.settings import parse_agent_config
+from monlat.agent.sizing import (
     AUTO_MAX_PEERS,
     AUTO_MIN_PEERS,
     FULL_MESH_MAX_NODES,
@@ -20,7 +20,7 @@ from monlat.sizing import (
     auto_peer_count,
     size_for,
 )
-from monlat.synthetic import ClusterShape, cluster
+from monlat.tools.synthetic import ClusterShape, cluster
 
 DEFAULTS = SizingSettings()
 

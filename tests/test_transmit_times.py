@@ -4,8 +4,8 @@ import contextlib
 import socket
 from typing import Any
 
-from monlat.probe.icmp import EchoBuilder
-from monlat.probe.prober import _Channel
+from monlat.agent.probe.icmp import EchoBuilder
+from monlat.agent.probe.prober import _Channel
 
 COOKIE = b"monlat01"
 
@@ -51,10 +51,10 @@ def test_sends_without_kernel_timestamps_are_counted_as_user_timed() -> None:
     and the count says so (monlat_timestamps_total{direction="send",source="user"})."""
     import asyncio
 
-    from monlat.config import ProbeConfig
-    from monlat.probe.icmp import Ignored
-    from monlat.probe.pending import Outcome
-    from monlat.probe.prober import Prober, Target
+    from monlat.agent.config import ProbeConfig
+    from monlat.agent.probe.icmp import Ignored
+    from monlat.agent.probe.pending import Outcome
+    from monlat.agent.probe.prober import Prober, Target
 
     class Untimed:
         family = socket.AF_INET

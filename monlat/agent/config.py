@@ -9,16 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from monlat.sizing import EVERY_PEER, SizingSettings
-
-
-class ConfigError(Exception):
-    """Bad input, reported as one line naming the setting; the CLI exits with status 2."""
-
-    def __init__(self, setting: str, problem: str) -> None:
-        super().__init__(f"{setting}: {problem}")
-        self.setting = setting
-        self.problem = problem
+from monlat.agent.sizing import EVERY_PEER, SizingSettings
+from monlat.common.errors import ConfigError
 
 
 class DiscoveryMode(enum.Enum):
@@ -101,7 +93,7 @@ class Config:
     window_s: float
     shutdown_timeout_s: float
     # Peers (max_peers, cross-zone sample) and per-pair histograms: numbers, or decided by the
-    # cluster's size (monlat.sizing); the default is explicit (every peer, histograms on).
+    # cluster's size (monlat.agent.sizing); the default is explicit (every peer, histograms on).
     sizing: SizingSettings = EVERY_PEER
     zone_labels: bool = False
     # IPv4 and IPv6 side by side: a peer per node and family, every series labelled by family.
@@ -109,29 +101,6 @@ class Config:
     # A `network` label on every series (e.g. "pod" for the pod-network DaemonSet), so that
     # two agents on one node measuring different paths stay apart.
     network_label: str | None = None
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
-
-def parse_duration(setting: str, text: str, *, default_unit: str = "s") -> float:
-    """Parse `1s`, `250ms`, `1.5` (in default_unit) into seconds; must be positive."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(setting, f"invalid duration {text!r} (use e.g. 1s, 250ms, 2m)")
-    value = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or default_unit]
-    if value <= 0:
-        raise ConfigError(setting, f"duration must be greater than zero, got {text!r}")
-    return value
 
 
 def parse_listen(setting: str, text: str) -> ListenAddress:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from monlat.config import ConfigError, StaticPeer, parse_peers
-from monlat.discovery import Peer, PeerCallback, family_of
-from monlat.logs import EventLog
+from monlat.agent.config import StaticPeer, parse_peers
+from monlat.agent.discovery import Peer, PeerCallback, family_of
+from monlat.agent.logs import EventLog
+from monlat.common.errors import ConfigError
 
 _POLL_S = 1.0
 

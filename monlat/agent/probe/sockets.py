@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import icmplib
 
-from monlat.config import SocketMode
+from monlat.agent.config import SocketMode
 
 # <asm-generic/socket.h> and <linux/net_tstamp.h>; Python's socket module exports neither.
 SO_TIMESTAMPNS = 35

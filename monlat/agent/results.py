@@ -15,7 +15,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from monlat.probe.pending import Outcome, Result
+from monlat.agent.probe.pending import Outcome, Result
 
 _SEND_ERROR = Result.SEND_ERROR
 

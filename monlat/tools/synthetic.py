@@ -21,14 +21,15 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from monlat import __version__
-from monlat.discovery import Peer, PeerMap
-from monlat.discovery.selection import plan_peers
-from monlat.exporters import build_provider, build_resource, with_pair_series
-from monlat.probe.icmp import Ignored
-from monlat.probe.pending import Outcome, Result
-from monlat.results import ResultStore
-from monlat.sizing import Sizing, SizingSettings, size_for
-from monlat.telemetry import PairLabels, PairSeries, Snapshots, Telemetry
+from monlat.agent.discovery import Peer, PeerMap
+from monlat.agent.discovery.selection import plan_peers
+from monlat.agent.export.otlp import pair_metrics, with_pair_series
+from monlat.agent.export.provider import build_provider, build_resource
+from monlat.agent.probe.icmp import Ignored
+from monlat.agent.probe.pending import Outcome, Result
+from monlat.agent.results import ResultStore
+from monlat.agent.sizing import Sizing, SizingSettings, size_for
+from monlat.agent.telemetry import PairLabels, PairSeries, Snapshots, Telemetry
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class SyntheticAgent:
         collected = self._reader.get_metrics_data()
         assert collected is not None
         return with_pair_series(
-            collected, self.series.otel_metrics(), InstrumentationScope("monlat")
+            collected, pair_metrics(self.series), InstrumentationScope("monlat")
         )
 
     def close(self) -> None:

@@ -22,11 +22,12 @@ import kubernetes.watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from monlat.config import ConfigError, KubernetesConfig
-from monlat.discovery import Peer, PeerCallback
-from monlat.discovery.nodes import AddressPolicy, Eligibility, NodeCache
-from monlat.discovery.pods import PodCache
-from monlat.logs import EventLog
+from monlat.agent.config import KubernetesConfig
+from monlat.agent.discovery import Peer, PeerCallback
+from monlat.agent.discovery.nodes import AddressPolicy, Eligibility, NodeCache
+from monlat.agent.discovery.pods import PodCache
+from monlat.agent.logs import EventLog
+from monlat.common.errors import ConfigError
 
 _WATCH_SECONDS = 300
 _REQUEST_TIMEOUT = (5.0, _WATCH_SECONDS + 30.0)

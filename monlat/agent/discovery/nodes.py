@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from monlat.config import IpFamily
-from monlat.discovery import Peer, family_of
+from monlat.agent.config import IpFamily
+from monlat.agent.discovery import Peer, family_of
 
 NodeObject = Mapping[str, Any]
 

@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from monlat.config import ProbeConfig
-from monlat.probe.icmp import EchoBuilder, Ignored, parse
-from monlat.probe.pending import Outcome, PendingProbes, Result
-from monlat.probe.schedule import Schedule
-from monlat.probe.sockets import Datagram
+from monlat.agent.config import ProbeConfig
+from monlat.agent.probe.icmp import EchoBuilder, Ignored, parse
+from monlat.agent.probe.pending import Outcome, PendingProbes, Result
+from monlat.agent.probe.schedule import Schedule
+from monlat.agent.probe.sockets import Datagram
 
 # Longest tick: sends due within it go out together (early, never late), and replies wait at
 # most this long in the socket. Shorter when the receive buffer could not hold a tick's worth.

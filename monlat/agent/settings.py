@@ -13,11 +13,10 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any
 
-from monlat.config import (
+from monlat.agent.config import (
     Config,
-    ConfigError,
     DiscoveryMode,
     IpFamily,
     KubernetesConfig,
@@ -26,14 +25,16 @@ from monlat.config import (
     SocketMode,
     StaticPeer,
     parse_bool,
-    parse_duration,
     parse_key_values,
     parse_listen,
     parse_peers,
     validate_otlp_endpoint,
 )
-from monlat.discovery import family_of
-from monlat.sizing import AUTO, Auto, SizingSettings
+from monlat.agent.discovery import family_of
+from monlat.agent.sizing import AUTO, Auto, SizingSettings
+from monlat.common.arguments import ArgumentParser
+from monlat.common.durations import parse_duration
+from monlat.common.errors import ConfigError
 
 DEFAULT_LISTEN = "0.0.0.0:9090"
 # With no peers configured the agent probes this machine's loopback, so that a first run shows
@@ -45,123 +46,119 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one line (no usage dump) and exits 2."""
+def _duration(setting: str, text: str) -> float:
+    return parse_duration(setting, text)
 
-    def error(self, message: str) -> NoReturn:
-        raise ConfigError("arguments", message)
+
+def _milliseconds(setting: str, text: str) -> float:
+    """A duration whose bare numbers are milliseconds (the OpenTelemetry variables' unit)."""
+    return parse_duration(setting, text, default_unit="ms")
+
+
+def _whole(low: int, high: int) -> Callable[[str, str], int]:
+    def parse(setting: str, text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise ConfigError(
+                setting, f"expected a whole number from {low} to {high}, got {text!r}"
+            )
+        return int(text)
+
+    return parse
+
+
+def _socket_mode(setting: str, text: str) -> SocketMode:
+    try:
+        return SocketMode(text.lower())
+    except ValueError:
+        raise ConfigError(setting, f"expected auto, raw or dgram, got {text!r}") from None
+
+
+def _text(setting: str, text: str) -> str:
+    return text
 
 
 @dataclass(frozen=True)
 class _Flag:
+    """One setting: its flag, environment variable, help, the text it has when neither is
+    given (`--help` shows it), and how that text becomes a value."""
+
     flag: str
     env: str | None
     help: str
+    default: str | None = None
+    parse: Callable[[str, str], Any] = _text
     metavar: str = "VALUE"
 
+    @property
+    def help_text(self) -> str:
+        default = f"; default {self.default}" if self.default else ""
+        return self.help + default + (f" [env {self.env}]" if self.env else "")
 
+
+# Where a default depends on other settings (discovery, pods), `help` says so and the code that
+# decides it sits with the setting's parser below.
 _AGENT_FLAGS = (
     _Flag("--node-name", "NODE_NAME", "this node's name (the `from` label); default: host name"),
-    _Flag(
-        "--discovery",
-        "MONLAT_DISCOVERY",
-        "static, kubernetes (Nodes) or pods (pod-network agents' Pods); default: kubernetes in "
-        "a pod",
-    ),
+    _Flag("--discovery", "MONLAT_DISCOVERY", "static, kubernetes (Nodes) or pods (pod-network "
+          "agents' Pods); default: kubernetes in a pod"),
     _Flag("--peers", "MONLAT_PEERS", "static peers: name=address,name=address,..."),
     _Flag("--peers-file", "MONLAT_PEERS_FILE", "file of static peers, one name=address per line"),
     _Flag("--kubeconfig", "KUBECONFIG", "kubeconfig to use outside a pod"),
     _Flag("--node-selector", "MONLAT_NODE_SELECTOR", "label selector limiting the watched Nodes"),
-    _Flag(
-        "--pod-selector",
-        "MONLAT_POD_SELECTOR",
-        f"pods discovery: label selector of the agents' Pods; default {DEFAULT_POD_SELECTOR}",
-    ),
-    _Flag(
-        "--pod-namespace",
-        "POD_NAMESPACE",
-        "pods discovery: namespace of the agents' Pods; default: this pod's namespace",
-    ),
-    _Flag(
-        "--network-label",
-        "MONLAT_NETWORK_LABEL",
-        "add network=VALUE to every series (the path measured); default pod with pods "
-        "discovery, none otherwise",
-    ),
-    _Flag(
-        "--address-types",
-        "MONLAT_ADDRESS_TYPES",
-        "Node address types in order of preference; default InternalIP,ExternalIP",
-    ),
-    _Flag(
-        "--ip-family",
-        "MONLAT_IP_FAMILY",
-        "ipv4 or ipv6 (preferred node address), any (first address), or dual (both, side by "
-        "side, every series labelled family=ipv4|ipv6); default ipv4",
-    ),
-    _Flag("--skip-not-ready", "MONLAT_SKIP_NOT_READY", "leave NotReady nodes out; default true"),
-    _Flag(
-        "--skip-cordoned",
-        "MONLAT_SKIP_CORDONED",
-        "leave cordoned nodes out (and report not-ready when cordoned); default true",
-    ),
-    _Flag(
-        "--max-peers",
-        "MONLAT_MAX_PEERS",
-        "probe K peers (all: every peer), chosen so that every node is probed by K others; "
-        "default auto: every peer up to 100 nodes, 10 above",
-        "K",
-    ),
-    _Flag(
-        "--cross-zone-peers",
-        "MONLAT_CROSS_ZONE_PEERS",
-        "probe every peer in the own zone (or --max-peers of them) and N in each other zone "
-        "(off: no zone rule); default auto: 1 where peers are limited and Nodes have zones",
-        "N",
-    ),
-    _Flag(
-        "--pair-histograms",
-        "MONLAT_PAIR_HISTOGRAMS",
-        "export the per-pair RTT histogram (true, false); default auto: while the cluster has "
-        "at most 1,000 pairs",
-    ),
-    _Flag(
-        "--zone-labels",
-        "MONLAT_ZONE_LABELS",
-        "add from_zone/to_zone (topology.kubernetes.io/zone); default false",
-    ),
-    _Flag("--interval", "MONLAT_INTERVAL", "time between probes to one peer; default 1s"),
-    _Flag("--timeout", "MONLAT_TIMEOUT", "a probe without reply after this is lost; default 1s"),
-    _Flag("--count", "MONLAT_COUNT", "probes per peer per interval; default 1", "N"),
-    _Flag("--payload-size", "MONLAT_PAYLOAD_SIZE", "ICMP payload bytes; default 56", "BYTES"),
-    _Flag("--socket", "MONLAT_SOCKET", "ICMP socket kind: auto, raw or dgram; default auto"),
-    _Flag("--listen", "MONLAT_LISTEN", f"HTTP listener for health; default {DEFAULT_LISTEN}"),
-    _Flag(
-        "--prometheus",
-        None,
-        "serve Prometheus metrics on HOST:PORT (implies the prometheus exporter)",
-        "HOST:PORT",
-    ),
+    _Flag("--pod-selector", "MONLAT_POD_SELECTOR", "pods discovery: label selector of the "
+          "agents' Pods", DEFAULT_POD_SELECTOR),
+    _Flag("--pod-namespace", "POD_NAMESPACE", "pods discovery: namespace of the agents' Pods; "
+          "default: this pod's namespace"),
+    _Flag("--network-label", "MONLAT_NETWORK_LABEL", "add network=VALUE to every series (the "
+          "path measured); default pod with pods discovery, none otherwise"),
+    _Flag("--address-types", "MONLAT_ADDRESS_TYPES", "Node address types in order of "
+          "preference", "InternalIP,ExternalIP"),
+    _Flag("--ip-family", "MONLAT_IP_FAMILY", "ipv4 or ipv6 (preferred node address), any "
+          "(first address), or dual (both, side by side, every series labelled "
+          "family=ipv4|ipv6)", "ipv4"),
+    _Flag("--skip-not-ready", "MONLAT_SKIP_NOT_READY", "leave NotReady nodes out", "true",
+          parse_bool),
+    _Flag("--skip-cordoned", "MONLAT_SKIP_CORDONED", "leave cordoned nodes out (and report "
+          "not-ready when cordoned)", "true", parse_bool),
+    _Flag("--max-peers", "MONLAT_MAX_PEERS", "probe K peers (all: every peer), chosen so that "
+          "every node is probed by K others; auto: every peer up to 100 nodes, 10 above",
+          AUTO, metavar="K"),
+    _Flag("--cross-zone-peers", "MONLAT_CROSS_ZONE_PEERS", "probe every peer in the own zone "
+          "(or --max-peers of them) and N in each other zone (off: no zone rule); auto: 1 "
+          "where peers are limited and Nodes have zones", AUTO, metavar="N"),
+    _Flag("--pair-histograms", "MONLAT_PAIR_HISTOGRAMS", "export the per-pair RTT histogram "
+          "(true, false); auto: while the cluster has at most 1,000 pairs", AUTO),
+    _Flag("--zone-labels", "MONLAT_ZONE_LABELS", "add from_zone/to_zone "
+          "(topology.kubernetes.io/zone)", "false", parse_bool),
+    _Flag("--interval", "MONLAT_INTERVAL", "time between probes to one peer", "1s", _duration),
+    _Flag("--timeout", "MONLAT_TIMEOUT", "a probe without reply after this is lost", "1s",
+          _duration),
+    _Flag("--count", "MONLAT_COUNT", "probes per peer per interval", "1", _whole(1, 100), "N"),
+    _Flag("--payload-size", "MONLAT_PAYLOAD_SIZE", "ICMP payload bytes", "56",
+          _whole(16, 1400), "BYTES"),
+    _Flag("--socket", "MONLAT_SOCKET", "ICMP socket kind: auto, raw or dgram", "auto",
+          _socket_mode),
+    _Flag("--listen", "MONLAT_LISTEN", "HTTP listener for health", DEFAULT_LISTEN),
+    _Flag("--prometheus", None, "serve Prometheus metrics on HOST:PORT (implies the prometheus "
+          "exporter)", metavar="HOST:PORT"),
     _Flag("--exporters", "OTEL_METRICS_EXPORTER", "prometheus, otlp, both (comma) or none"),
-    _Flag("--otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP endpoint URL", "URL"),
-    _Flag("--export-interval", "OTEL_METRIC_EXPORT_INTERVAL", "OTLP push period; default 15s"),
-    _Flag(
-        "--log-measurements",
-        "MONLAT_LOG_MEASUREMENTS",
-        "print one latency_between_nodes line per reply; default true",
-    ),
-    _Flag("--window", "MONLAT_WINDOW", "window for loss ratio and jitter; default 60s"),
-    _Flag("--shutdown-timeout", "MONLAT_SHUTDOWN_TIMEOUT", "bound on the final flush; default 5s"),
-)
+    _Flag("--otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP endpoint URL", metavar="URL"),
+    _Flag("--export-interval", "OTEL_METRIC_EXPORT_INTERVAL", "OTLP push period", "15s",
+          _milliseconds),
+    _Flag("--log-measurements", "MONLAT_LOG_MEASUREMENTS", "print one latency_between_nodes "
+          "line per reply", "true", parse_bool),
+    _Flag("--window", "MONLAT_WINDOW", "window for loss ratio and jitter", "60s", _duration),
+    _Flag("--shutdown-timeout", "MONLAT_SHUTDOWN_TIMEOUT", "bound on the final flush", "5s",
+          _duration),
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="monlat", description="Node-to-node ICMP latency monitor.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser = ArgumentParser(prog="monlat", description="Node-to-node ICMP latency monitor.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     agent = commands.add_parser("agent", help="measure latency to peers and export metrics")
     for spec in _AGENT_FLAGS:
-        env_note = f" [env {spec.env}]" if spec.env else ""
-        agent.add_argument(spec.flag, metavar=spec.metavar, help=spec.help + env_note)
+        agent.add_argument(spec.flag, metavar=spec.metavar, help=spec.help_text)
     return parser
 
 
@@ -183,8 +180,14 @@ class _Settings:
             return spec.env, self._environ[spec.env].strip()
         return None
 
-    def text(self, flag: str, default: str) -> tuple[str, str]:
-        return self.get(flag) or (flag, default)
+    def text(self, flag: str, default: str | None = None) -> tuple[str, str]:
+        """(setting, text), the table's default (or `default`) when the setting is not given."""
+        fallback = self._by_flag[flag].default if default is None else default
+        return self.get(flag) or (flag, fallback or "")
+
+    def value(self, flag: str) -> Any:
+        """The setting parsed by its row's parser (the default's text when not given)."""
+        return self._by_flag[flag].parse(*self.text(flag))
 
     def env(self, name: str) -> str | None:
         value = self._environ.get(name, "").strip()
@@ -210,28 +213,24 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
     probe = _probe_config(settings)
     exporters = _exporters(settings, discovery)
     prometheus_listen = settings.get("--prometheus")
-    listen_setting, listen_text = prometheus_listen or settings.text("--listen", DEFAULT_LISTEN)
+    listen_setting, listen_text = prometheus_listen or settings.text("--listen")
     listen = parse_listen(listen_setting, listen_text)
 
-    export_setting, export_text = settings.text("--export-interval", "15s")
-    export_interval = parse_duration(export_setting, export_text, default_unit="ms")
+    export_interval: float = settings.value("--export-interval")
 
     otlp = _otlp_config(settings) if "otlp" in exporters else None
-    log_setting, log_text = settings.text("--log-measurements", "true")
-    window_setting, window_text = settings.text("--window", "60s")
-    window = parse_duration(window_setting, window_text)
+    window: float = settings.value("--window")
     if window < probe.interval_s:
-        raise ConfigError(window_setting, "must be at least one interval")
-    shutdown_setting, shutdown_text = settings.text("--shutdown-timeout", "5s")
-    zone_setting, zone_text = settings.text("--zone-labels", "false")
-    zone_labels = parse_bool(zone_setting, zone_text)
+        raise ConfigError(settings.text("--window")[0], "must be at least one interval")
+    zone_labels: bool = settings.value("--zone-labels")
     sizing = parse_sizing(settings.text)
     if discovery is not DiscoveryMode.KUBERNETES:
         # Zones come from the Nodes' topology label; neither static peers nor Pods carry it.
         cross_found = settings.get("--cross-zone-peers")
         if zone_labels:
             raise ConfigError(
-                zone_setting, "needs --discovery kubernetes (zones come from the Node labels)"
+                settings.text("--zone-labels")[0],
+                "needs --discovery kubernetes (zones come from the Node labels)",
             )
         if cross_found and isinstance(sizing.cross_zone_peers, int):
             raise ConfigError(
@@ -249,9 +248,9 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
         prometheus="prometheus" in exporters,
         otlp=otlp,
         export_interval_s=export_interval,
-        log_measurements=parse_bool(log_setting, log_text),
+        log_measurements=settings.value("--log-measurements"),
         window_s=window,
-        shutdown_timeout_s=parse_duration(shutdown_setting, shutdown_text),
+        shutdown_timeout_s=settings.value("--shutdown-timeout"),
         sizing=sizing,
         zone_labels=zone_labels,
         dual_stack=dual_stack,
@@ -302,7 +301,7 @@ def _network_label(settings: _Settings, discovery: DiscoveryMode) -> str | None:
 
 def _ip_family(settings: _Settings) -> tuple[IpFamily | None, bool]:
     """(preferred family or None for any, dual-stack)."""
-    setting, text = settings.text("--ip-family", "ipv4")
+    setting, text = settings.text("--ip-family")
     lowered = text.lower()
     if lowered == "dual":
         return None, True
@@ -411,7 +410,7 @@ def _kubernetes_config(
             )
         kubeconfig = str(default)
 
-    types_setting, types_text = settings.text("--address-types", "InternalIP,ExternalIP")
+    types_setting, types_text = settings.text("--address-types")
     types = tuple(t.strip() for t in types_text.split(",") if t.strip())
     unknown = [t for t in types if t not in ADDRESS_TYPES]
     if unknown or not types:
@@ -424,7 +423,7 @@ def _kubernetes_config(
     pod_selector: str | None = None
     if discovery is DiscoveryMode.PODS:
         pod_namespace = _pod_namespace(settings)
-        pod_selector = settings.text("--pod-selector", DEFAULT_POD_SELECTOR)[1]
+        pod_selector = settings.text("--pod-selector")[1]
     return KubernetesConfig(
         pod_namespace=pod_namespace,
         pod_selector=pod_selector,
@@ -433,42 +432,25 @@ def _kubernetes_config(
         address_types=types,
         ip_family=family,
         dual_stack=dual_stack,
-        skip_not_ready=parse_bool(*settings.text("--skip-not-ready", "true")),
-        skip_cordoned=parse_bool(*settings.text("--skip-cordoned", "true")),
+        skip_not_ready=settings.value("--skip-not-ready"),
+        skip_cordoned=settings.value("--skip-cordoned"),
     )
 
 
 def _probe_config(settings: _Settings) -> ProbeConfig:
-    interval = parse_duration(*settings.text("--interval", "1s"))
+    interval: float = settings.value("--interval")
     if interval < 0.01:
-        raise ConfigError("--interval", "must be at least 10ms")
-    timeout_setting, timeout_text = settings.text("--timeout", "1s")
-    timeout = parse_duration(timeout_setting, timeout_text)
+        raise ConfigError(settings.text("--interval")[0], "must be at least 10ms")
+    timeout: float = settings.value("--timeout")
     if timeout > 60:
-        raise ConfigError(timeout_setting, "must be at most 60s")
-    count = _int_setting(settings, "--count", "1", 1, 100)
-    payload = _int_setting(settings, "--payload-size", "56", 16, 1400)
-    socket_setting, socket_text = settings.text("--socket", "auto")
-    try:
-        mode = SocketMode(socket_text.lower())
-    except ValueError:
-        raise ConfigError(
-            socket_setting, f"expected auto, raw or dgram, got {socket_text!r}"
-        ) from None
+        raise ConfigError(settings.text("--timeout")[0], "must be at most 60s")
     return ProbeConfig(
         interval_s=interval,
         timeout_s=timeout,
-        probes_per_interval=count,
-        payload_size=payload,
-        socket_mode=mode,
+        probes_per_interval=settings.value("--count"),
+        payload_size=settings.value("--payload-size"),
+        socket_mode=settings.value("--socket"),
     )
-
-
-def _int_setting(settings: _Settings, flag: str, default: str, low: int, high: int) -> int:
-    setting, text = settings.text(flag, default)
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise ConfigError(setting, f"expected a whole number from {low} to {high}, got {text!r}")
-    return int(text)
 
 
 def _exporters(settings: _Settings, discovery: DiscoveryMode) -> frozenset[str]:

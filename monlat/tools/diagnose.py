@@ -28,16 +28,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from monlat.config import ConfigError
-from monlat.matrix import (
+from monlat.common.arguments import ArgumentParser
+from monlat.common.errors import ConfigError
+from monlat.tools.matrix import (
     Cell,
-    CommandParser,
     Matrix,
     View,
     abbreviate,
     add_url_argument,
     add_view_arguments,
-    choose,
     format_ms,
     format_percent,
     load_matrix,
@@ -705,14 +704,20 @@ class DiagnoseOptions:
 
 
 def build_diagnose_parser() -> argparse.ArgumentParser:
-    parser = CommandParser(
+    parser = ArgumentParser(
         prog="monlat diagnose",
         description="Find slow or lossy nodes, links and zone boundaries from a metrics endpoint. "
         "Exit status: 0 nothing found, 1 findings, 2 bad input or unreachable URL.",
     )
     add_url_argument(parser)
     add_view_arguments(parser)
-    parser.add_argument("--format", default="text", help="text or json; default text")
+    parser.add_argument(
+        "--format",
+        default="text",
+        type=str.lower,
+        choices=FORMATS,
+        help="text or json; default text",
+    )
     parser.add_argument(
         "--latency-factor",
         metavar="F",
@@ -760,7 +765,7 @@ def parse_diagnose_args(argv: Sequence[str], environ: Mapping[str, str]) -> Diag
     return DiagnoseOptions(
         setting=setting,
         url=url,
-        format=choose("--format", args.format, FORMATS),
+        format=args.format,
         thresholds=Thresholds(
             latency_factor=parse_factor("--latency-factor", args.latency_factor),
             loss_threshold=parse_ratio("--loss-threshold", args.loss_threshold),

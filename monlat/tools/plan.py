@@ -1,7 +1,8 @@
 """`monlat plan`: what the defaults will do for a cluster of a given size, before installing.
 
 Series are counted exactly: a few representative agents are built by the agent's own code
-(monlat.synthetic) and their pushes counted as the collector's Prometheus exporter serves them.
+(monlat.tools.synthetic) and their pushes counted as the collector's Prometheus exporter
+serves them.
 Memory and scrape figures come from the fleet benchmark's measurements (plan_figures.json,
 written by `hatch run bench:fleet --write-plan-figures`), never from guesses.
 """
@@ -15,12 +16,19 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any, TextIO
 
-from monlat.config import ConfigError, parse_duration
-from monlat.exporters import MAX_POINTS_PER_REQUEST
-from monlat.matrix import CommandParser
-from monlat.settings import parse_sizing
-from monlat.sizing import SizingSettings
-from monlat.synthetic import ClusterShape, SyntheticAgent, cluster, data_points, prometheus_series
+from monlat.agent.export.otlp import MAX_POINTS_PER_REQUEST
+from monlat.agent.settings import parse_sizing
+from monlat.agent.sizing import SizingSettings
+from monlat.common.arguments import ArgumentParser
+from monlat.common.durations import parse_duration
+from monlat.common.errors import ConfigError
+from monlat.tools.synthetic import (
+    ClusterShape,
+    SyntheticAgent,
+    cluster,
+    data_points,
+    prometheus_series,
+)
 
 # Representative agents per zone: their series counts differ by zone size only.
 _SAMPLES_PER_ZONE = 2
@@ -28,7 +36,7 @@ COLLECTOR_HEADROOM = 0.75  # peak RSS at most this share of the pod's memory lim
 
 
 def load_figures() -> dict[str, Any]:
-    text = resources.files("monlat").joinpath("plan_figures.json").read_text(encoding="utf-8")
+    text = resources.files("monlat.tools").joinpath("plan_figures.json").read_text(encoding="utf-8")
     return dict(json.loads(text))
 
 
@@ -168,8 +176,8 @@ def render_plan(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_plan_parser() -> CommandParser:
-    parser = CommandParser(
+def build_plan_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="monlat plan",
         description="What monlat's defaults will do for a cluster of N nodes.",
     )
@@ -183,7 +191,9 @@ def build_plan_parser() -> CommandParser:
         "--pair-histograms", help="as for the agent: auto, true or false; default auto"
     )
     parser.add_argument("--interval", default="1s", help="as for the agent; default 1s")
-    parser.add_argument("--format", default="text", help="text or json; default text")
+    parser.add_argument(
+        "--format", default="text", choices=("text", "json"), help="text or json; default text"
+    )
     return parser
 
 
@@ -202,8 +212,6 @@ def run_plan(argv: Sequence[str], environ: Mapping[str, str], out: TextIO) -> in
     args = parser.parse_args(list(argv))
     nodes = _count("--nodes", args.nodes, 2, 20_000)
     zones = _count("--zones", args.zones, 1, min(nodes, 500))
-    if args.format not in ("text", "json"):
-        raise ConfigError("--format", f"expected text or json, got {args.format!r}")
 
     def text_of(flag: str, default: str) -> tuple[str, str]:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))

@@ -1,7 +1,8 @@
 """Telemetry: what the exporters publish, read from `ResultStore` snapshots; nothing here probes.
 
-Per-pair series (`PairSeries`) are built whole from one snapshot into finished OpenTelemetry
-points and Prometheus families; the agent's own series (`Telemetry`) are SDK instruments.
+Per-pair series (`PairSeries`) are read whole from one snapshot and encoded by each exporter
+(export.otlp into finished OpenTelemetry points, export.prometheus into Prometheus families);
+the agent's own series (`Telemetry`) are SDK instruments.
 
 Names are chosen so that the Prometheus name is the same on every export path:
 `latency_between_nodes` has no unit (a unit would append `_milliseconds`), the others use base
@@ -16,30 +17,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    Gauge,
-    Histogram,
-    HistogramDataPoint,
-    Metric,
-    NumberDataPoint,
-    Sum,
-)
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-)
-from prometheus_client.metrics_core import Metric as PrometheusMetric
 
-from monlat.discovery import PeerMap, split_key
-from monlat.probe.icmp import Ignored
-from monlat.results import PeerSummary, ResultStore
+from monlat.agent.discovery import PeerMap, split_key
+from monlat.agent.probe.icmp import Ignored
+from monlat.agent.results import PeerSummary, ResultStore
+from monlat.common import names as metric
 
-LATENCY_METRIC = "latency_between_nodes"
-RTT_METRIC = "monlat_rtt"
 RTT_DESCRIPTION = "Round-trip time of each answered probe"
-SEND_LAG_METRIC = "monlat_send_lag"
 # What the send lag must tell: fine (<= 2 ms), late (10 ms), overloaded (the 100 ms alert), stuck.
 # Four bounds are 7 series per agent: at 5,000 nodes the 11 bounds before were 70,000 series,
 # a third of the whole install.
@@ -127,10 +111,8 @@ class PairLabels:
 
 
 @dataclass(frozen=True)
-class _PairGauge:
-    otel_name: str
-    unit: str
-    prometheus_name: str
+class PairGauge:
+    name: metric.MetricName
     description: str
     value: Callable[[PeerSummary], float | None]
 
@@ -139,41 +121,34 @@ def _latency_ms(summary: PeerSummary) -> float | None:
     return None if summary.latency_ms is None else round(summary.latency_ms, 3)
 
 
-_PAIR_GAUGES = (
-    _PairGauge(
-        LATENCY_METRIC,
-        "",
-        LATENCY_METRIC,
+PAIR_GAUGES = (
+    PairGauge(
+        metric.LATENCY,
         "Round-trip time to the peer node in milliseconds, latest interval",
         _latency_ms,
     ),
-    _PairGauge(
-        "monlat_loss_ratio",
-        "",
-        "monlat_loss_ratio",
+    PairGauge(
+        metric.LOSS,
         "Share of probes without reply over the loss window (0..1)",
         lambda s: s.loss_ratio,
     ),
-    _PairGauge(
-        "monlat_jitter",
-        "s",
-        "monlat_jitter_seconds",
+    PairGauge(
+        metric.JITTER,
         "Mean absolute difference between consecutive RTTs over the window",
         lambda s: s.jitter_s,
     ),
 )
-PROBES_METRIC = "monlat_probes"
 PROBES_DESCRIPTION = "Probes finished, by result (reply, timeout, error, send_error)"
 
 
 class PairSeries:
-    """Every per-pair series, built from one `ResultStore` snapshot into finished points for
-    both exporters: latency_between_nodes, monlat_loss_ratio, monlat_jitter, monlat_probes by
-    result, and the monlat_rtt histogram.
+    """Every per-pair series from one `ResultStore` snapshot: latency_between_nodes,
+    monlat_loss_ratio, monlat_jitter, monlat_probes by result, and the monlat_rtt histogram.
 
     Not SDK instruments: an observable instrument aggregates every point again per attribute
     set, and the Prometheus reader converts every point once more per scrape; at 1,000 peers
-    that was most of an export's cost. A pair leaves every series with its peer.
+    that was most of an export's cost. Each exporter encodes `read()` itself (export.otlp,
+    export.prometheus). A pair leaves every series with its peer.
     """
 
     def __init__(self, snapshots: Snapshots, labels: PairLabels) -> None:
@@ -182,117 +157,14 @@ class PairSeries:
         # The RTT histogram is 23 of a pair's ~27 series: budgeted by cluster size (sizing).
         self.histograms = True
 
-    def otel_metrics(self) -> list[Metric]:
-        summaries = self._snapshots.get()
-        if not summaries:
-            return []
-        now = time.time_ns()
+    @property
+    def label_names(self) -> list[str]:
+        return self._labels.names
+
+    def read(self) -> list[tuple[PeerSummary, dict[str, str]]]:
+        """Each peer's summary with its pair's labels (in `label_names` order)."""
         of = self._labels.of
-        attributes = [(summary, of(summary.peer)) for summary in summaries]
-        metrics = []
-        for gauge in _PAIR_GAUGES:
-            points = []
-            for summary, pair in attributes:
-                value = gauge.value(summary)
-                if value is not None:
-                    points.append(NumberDataPoint(pair, summary.histogram.start_ns, now, value))
-            if points:
-                metrics.append(
-                    Metric(
-                        name=gauge.otel_name,
-                        description=gauge.description,
-                        unit=gauge.unit,
-                        data=Gauge(data_points=points),
-                    )
-                )
-        probes = [
-            NumberDataPoint(
-                {**pair, "result": result.value}, summary.histogram.start_ns, now, count
-            )
-            for summary, pair in attributes
-            for result, count in summary.counts
-        ]
-        if probes:
-            metrics.append(
-                Metric(
-                    name=PROBES_METRIC,
-                    description=PROBES_DESCRIPTION,
-                    unit="",
-                    data=Sum(
-                        data_points=probes,
-                        aggregation_temporality=AggregationTemporality.CUMULATIVE,
-                        is_monotonic=True,
-                    ),
-                )
-            )
-        if not self.histograms:
-            return metrics
-        histograms = [
-            HistogramDataPoint(
-                attributes=pair,
-                start_time_unix_nano=s.histogram.start_ns,
-                time_unix_nano=now,
-                count=s.histogram.count,
-                sum=s.histogram.total,
-                bucket_counts=s.histogram.counts,
-                explicit_bounds=s.histogram.bounds,
-                min=s.histogram.minimum if s.histogram.minimum is not None else 0.0,
-                max=s.histogram.maximum if s.histogram.maximum is not None else 0.0,
-            )
-            for s, pair in attributes
-        ]
-        metrics.append(
-            Metric(
-                name=RTT_METRIC,
-                description=RTT_DESCRIPTION,
-                unit="s",
-                data=Histogram(
-                    data_points=histograms,
-                    aggregation_temporality=AggregationTemporality.CUMULATIVE,
-                ),
-            )
-        )
-        return metrics
-
-    def prometheus_families(self) -> list[PrometheusMetric]:
-        names = self._labels.names
-        summaries = self._snapshots.get()
-        values = [(summary, list(self._labels.of(summary.peer).values())) for summary in summaries]
-        families: list[PrometheusMetric] = []
-        for gauge in _PAIR_GAUGES:
-            family = GaugeMetricFamily(gauge.prometheus_name, gauge.description, labels=names)
-            for summary, pair in values:
-                value = gauge.value(summary)
-                if value is not None:
-                    family.add_metric(pair, value)
-            if family.samples:  # as the SDK did: no series, no family
-                families.append(family)
-        probes = CounterMetricFamily(PROBES_METRIC, PROBES_DESCRIPTION, labels=[*names, "result"])
-        for summary, pair in values:
-            for result, count in summary.counts:
-                probes.add_metric([*pair, result.value], count)
-        if probes.samples:
-            families.append(probes)
-        if not self.histograms:
-            return families
-        rtt = HistogramMetricFamily(
-            f"{RTT_METRIC}_seconds", RTT_DESCRIPTION, labels=names, unit="seconds"
-        )
-        for summary, pair in values:
-            histogram = summary.histogram
-            cumulative, buckets = 0, []
-            for bound, count in zip(
-                (*histogram.bounds, float("inf")), histogram.counts, strict=True
-            ):
-                cumulative += count
-                buckets.append((_le(bound), cumulative))
-            rtt.add_metric(pair, buckets, histogram.total)
-        families.append(rtt)
-        return families
-
-
-def _le(bound: float) -> str:
-    return "+Inf" if bound == float("inf") else repr(bound)
+        return [(summary, of(summary.peer)) for summary in self._snapshots.get()]
 
 
 class Telemetry:
@@ -320,34 +192,34 @@ class Telemetry:
         self.timestamps: Callable[[], Iterable[tuple[tuple[str, str], int]]] = tuple
 
         meter.create_observable_counter(
-            "monlat_ignored_packets",
+            metric.IGNORED_PACKETS.instrument,
             callbacks=[self._observe_ignored],
             description="Received ICMP packets that did not match a waiting probe, by reason",
         )
         meter.create_observable_gauge(
-            "monlat_peers",
+            metric.PEERS.instrument,
             callbacks=[self._observe_peers],
             description="Peers this agent currently probes",
         )
         meter.create_observable_gauge(
-            "monlat_expected_probers",
+            metric.EXPECTED_PROBERS.instrument,
             callbacks=[self._observe_expected_probers],
             description="Agents expected to probe this node (all others, or K with --max-peers)",
         )
         meter.create_observable_counter(
-            "monlat_timestamps",
+            metric.TIMESTAMPS.instrument,
             callbacks=[self._observe_timestamps],
             description="Packet times by direction (send, receive) and source: kernel "
             "(SO_TIMESTAMPING) or user (user-space clock, late by up to a tick under load)",
         )
         self._send_lag = meter.create_histogram(
-            SEND_LAG_METRIC,
-            unit="s",
+            metric.SEND_LAG.instrument,
+            unit=metric.SEND_LAG.unit,
             description="How late each probe left relative to its schedule (agent overload)",
             explicit_bucket_boundaries_advisory=SEND_LAG_BUCKETS,
         )
         meter.create_observable_gauge(
-            "monlat_agent_info",
+            metric.AGENT_INFO.instrument,
             callbacks=[self._observe_info],
             description="Always 1; labels describe the agent",
         )

@@ -20,22 +20,30 @@ import json
 import math
 import re
 import shutil
+import statistics
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn, TextIO
+from typing import TextIO
 
-from monlat.config import ConfigError, parse_duration
-from monlat.scrape import DEFAULT_TIMEOUT_S, Sample, parse_url, scrape
+from monlat.common import names as metric
+from monlat.common.arguments import ArgumentParser
+from monlat.common.durations import parse_duration
+from monlat.common.errors import ConfigError
+from monlat.tools.scrape import DEFAULT_TIMEOUT_S, Sample, parse_url, scrape
 
-LATENCY = "latency_between_nodes"
-LOSS = "monlat_loss_ratio"
-JITTER = "monlat_jitter_seconds"
-PROBES = "monlat_probes_total"
-EXPECTED_PROBERS = "monlat_expected_probers"
+LATENCY = metric.LATENCY.sample
+LOSS = metric.LOSS.sample
+JITTER = metric.JITTER.sample
+PROBES = metric.PROBES.sample
+EXPECTED_PROBERS = metric.EXPECTED_PROBERS.sample
 # Series that name a node without a pair: an agent with no peers still shows as a node.
-_NODE_METRICS = {"monlat_agent_info": "from", "monlat_peers": "from", EXPECTED_PROBERS: "to"}
+_NODE_METRICS = {
+    metric.AGENT_INFO.sample: "from",
+    metric.PEERS.sample: "from",
+    EXPECTED_PROBERS: "to",
+}
 
 _WANTED = frozenset((LATENCY, LOSS, JITTER, PROBES, *_NODE_METRICS))
 
@@ -209,11 +217,9 @@ def order_nodes(matrix: Matrix, sort: str) -> tuple[str, ...]:
 
 
 def median(values: Iterable[float]) -> float | None:
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    half = len(ordered) // 2
-    return ordered[half] if len(ordered) % 2 else (ordered[half - 1] + ordered[half]) / 2
+    """statistics.median, with None for no values (a pair group may have none)."""
+    ordered = list(values)
+    return statistics.median(ordered) if ordered else None
 
 
 def median_excluding(ordered: Sequence[float], removed: Sequence[float]) -> float | None:
@@ -563,13 +569,6 @@ def watch_frames(
 # --- command line --------------------------------------------------------------------------------
 
 
-class CommandParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one ConfigError line (no usage dump)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ConfigError("arguments", message)
-
-
 def add_url_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
@@ -585,13 +584,6 @@ def resolve_url(flag_value: str | None, environ: Mapping[str, str]) -> tuple[str
     if environ.get(URL_ENV, "").strip():
         return URL_ENV, parse_url(URL_ENV, environ[URL_ENV])
     raise ConfigError("--url", "required, e.g. --url http://monlat.monlat.svc:9090/metrics")
-
-
-def choose(setting: str, text: str, allowed: Sequence[str]) -> str:
-    if text.lower() not in allowed:
-        names = ", ".join(allowed[:-1]) + " or " + allowed[-1]
-        raise ConfigError(setting, f"expected {names}, got {text!r}")
-    return text.lower()
 
 
 def load_matrix(
@@ -613,7 +605,11 @@ def add_view_arguments(parser: argparse.ArgumentParser) -> None:
         "default host",
     )
     parser.add_argument(
-        "--family", default="ipv4", help="ipv4 or ipv6, for dual-stack series; default ipv4"
+        "--family",
+        default="ipv4",
+        type=str.lower,
+        choices=("ipv4", "ipv6"),
+        help="ipv4 or ipv6, for dual-stack series; default ipv4",
     )
 
 
@@ -621,7 +617,7 @@ def parse_view(args: argparse.Namespace) -> View:
     network = args.network.strip()
     if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?", network):
         raise ConfigError("--network", f"invalid network label value {args.network!r}")
-    return View(network=network, family=choose("--family", args.family, ("ipv4", "ipv6")))
+    return View(network=network, family=args.family)
 
 
 @dataclass(frozen=True)
@@ -635,15 +631,25 @@ class MatrixOptions:
     view: View = field(default_factory=View)
 
 
-def build_matrix_parser() -> CommandParser:
-    parser = CommandParser(
+def build_matrix_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="monlat matrix",
         description="Show the node-to-node latency matrix from a metrics endpoint.",
     )
     add_url_argument(parser)
-    parser.add_argument("--format", default="table", help="table, csv or json; default table")
     parser.add_argument(
-        "--sort", default="zone", help="zone (by zone label, then name) or name; default zone"
+        "--format",
+        default="table",
+        type=str.lower,
+        choices=FORMATS,
+        help="table, csv or json; default table",
+    )
+    parser.add_argument(
+        "--sort",
+        default="zone",
+        type=str.lower,
+        choices=SORTS,
+        help="zone (by zone label, then name) or name; default zone",
     )
     parser.add_argument(
         "--watch", metavar="SECONDS", help="refresh every SECONDS until Ctrl-C (table only)"
@@ -656,7 +662,7 @@ def build_matrix_parser() -> CommandParser:
 def parse_matrix_args(argv: Sequence[str], environ: Mapping[str, str]) -> MatrixOptions:
     args = build_matrix_parser().parse_args(list(argv))
     setting, url = resolve_url(args.url, environ)
-    output = choose("--format", args.format, FORMATS)
+    output = args.format
     watch_s: float | None = None
     if args.watch is not None:
         watch_s = parse_duration("--watch", args.watch)
@@ -668,7 +674,7 @@ def parse_matrix_args(argv: Sequence[str], environ: Mapping[str, str]) -> Matrix
         setting=setting,
         url=url,
         format=output,
-        sort=choose("--sort", args.sort, SORTS),
+        sort=args.sort,
         watch_s=watch_s,
         no_color=args.no_color,
         view=parse_view(args),

@@ -14,24 +14,26 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TextIO
 
 from monlat import __version__
-from monlat.config import Config, ConfigError, DiscoveryMode
-from monlat.discovery import PeerMap, PeerSource, diff_peers
-from monlat.discovery.selection import plan_peers
-from monlat.discovery.static import StaticPeers
-from monlat.exporters import Export, build_export
-from monlat.httpserver import Handler, HttpServer, Response
-from monlat.logs import EventLog, MeasurementLog
-from monlat.probe.icmp import Ignored
-from monlat.probe.pending import Outcome, Result
-from monlat.probe.prober import Prober, Target, Transport
-from monlat.probe.sockets import IcmpSocket, ProbeSetupError, open_socket
-from monlat.results import ResultStore
-from monlat.settings import DEFAULT_PEERS
-from monlat.sizing import Sizing, size_for
-from monlat.telemetry import PairLabels, PairSeries, Snapshots, Telemetry
+from monlat.agent.config import Config, DiscoveryMode
+from monlat.agent.discovery import PeerMap, PeerSource, diff_peers
+from monlat.agent.discovery.selection import plan_peers
+from monlat.agent.discovery.static import StaticPeers
+from monlat.agent.export.provider import Export, build_export
+from monlat.agent.httpserver import Handler, HttpServer, Response
+from monlat.agent.logs import EventLog, MeasurementLog
+from monlat.agent.probe.icmp import Ignored
+from monlat.agent.probe.pending import Outcome, Result
+from monlat.agent.probe.prober import Prober, Target, Transport
+from monlat.agent.probe.sockets import IcmpSocket, ProbeSetupError, open_socket
+from monlat.agent.results import ResultStore
+from monlat.agent.settings import DEFAULT_PEERS
+from monlat.agent.sizing import Sizing, size_for
+from monlat.agent.telemetry import PairLabels, PairSeries, Snapshots, Telemetry
+from monlat.common.errors import ConfigError
 
 # The probe loop wakes at least every 0.25 s; silence much longer than that means it is stuck.
 _LIVENESS_S = 10.0
@@ -121,13 +123,28 @@ def make_source(config: Config, events: EventLog) -> PeerSource:
             events=events,
             dual_stack=config.dual_stack,
         )
-    from monlat.discovery.kubernetes import KubernetesNodes, KubernetesPods, load_api_client
+    from monlat.agent.discovery.kubernetes import KubernetesNodes, KubernetesPods, load_api_client
 
     assert config.kubernetes is not None
     api_client = load_api_client(config.kubernetes)
     if config.discovery is DiscoveryMode.PODS:
         return KubernetesPods(api_client, config.kubernetes, config.node_name, events)
     return KubernetesNodes(api_client, config.kubernetes, config.node_name, events)
+
+
+@dataclass(frozen=True)
+class _Pipeline:
+    """The stages one agent runs, as built by `Agent._build`."""
+
+    source: PeerSource
+    transports: dict[int, IcmpSocket]
+    store: ResultStore
+    labels: PairLabels
+    series: PairSeries
+    export: Export
+    telemetry: Telemetry
+    log: MeasurementLog | None
+    prober: Prober
 
 
 class Agent:
@@ -147,6 +164,11 @@ class Agent:
         self._stop = asyncio.Event()
 
     async def run(self) -> int:
+        with self._events.libraries():
+            return await self._serve(self._build())
+
+    def _build(self) -> _Pipeline:
+        """Every stage, wired: discovery -> prober -> results -> telemetry -> exporters."""
         config = self._config
         source = make_source(config, self._events)
         transports = open_transports(config, self._events)
@@ -187,13 +209,19 @@ class Agent:
             (("receive", "kernel"), prober.kernel_receive_times),
             (("receive", "user"), prober.user_receive_times),
         )
+        return _Pipeline(source, transports, store, labels, series, export, telemetry, log, prober)
+
+    async def _serve(self, pipeline: _Pipeline) -> int:
+        """Listen, probe and discover until stopped or a task fails; then flush and close."""
+        config = self._config
+        source = pipeline.source
 
         def ready() -> tuple[bool, str]:
             if not self._published:
                 return False, "waiting for peers"
             return source.ready()
 
-        http = HttpServer(self._routes(export, prober, ready))
+        http = HttpServer(self._routes(pipeline.export, pipeline.prober, ready))
         try:
             await http.start(config.listen)
         except OSError as err:
@@ -201,42 +229,6 @@ class Agent:
             raise ConfigError(
                 setting, f"cannot listen on {config.listen}: {err.strerror}"
             ) from None
-
-        def publish(peers: PeerMap) -> None:
-            zones = {peer.name: peer.zone for peer in peers.values()}
-            zone_count = len({*zones.values(), source.own_zone} - {None}) or 1
-            sizing = size_for(
-                len(zones.keys() | {config.node_name}),
-                zone_count,
-                config.sizing,
-                families=2 if config.dual_stack else 1,
-            )
-            if sizing != self._sizing:
-                nodes = len(zones.keys() | {config.node_name})
-                self._events.info("sizing", nodes=nodes, zones=zone_count, **sizing.describe())
-                self._sizing = sizing
-            plan = plan_peers(
-                config.node_name,
-                zones,
-                own_zone=source.own_zone,
-                max_peers=sizing.max_peers,
-                cross_zone=sizing.cross_zone_peers,
-            )
-            labels.update(peers, source.own_zone)
-            series.histograms = sizing.pair_histograms
-            store.count_histograms(sizing.pair_histograms)
-            chosen = {key: peer for key, peer in peers.items() if peer.name in plan.peers}
-            first = not self._published
-            self._apply_peers(chosen, prober, store)
-            telemetry.expected_probers = plan.expected_probers
-            if first:
-                # What start-up built (modules, the SDK, a window per peer) lives as long as the
-                # agent: out of the collector's sight, so that full collections walk only what
-                # came later (at 5,000 peers they were ~1 % of a core). Start-up's garbage is
-                # collected first, not kept for ever.
-                gc.collect()
-                gc.freeze()
-
         self._install_signals()
         self._events.info(
             "started",
@@ -250,8 +242,10 @@ class Agent:
         if config.discovery is DiscoveryMode.STATIC and config.static_peers == DEFAULT_PEERS:
             self._events.warning("no_peers_configured", probing="localhost=127.0.0.1")
         tasks = [
-            asyncio.create_task(prober.run(), name="prober"),
-            asyncio.create_task(source.run(publish), name="discovery"),
+            asyncio.create_task(pipeline.prober.run(), name="prober"),
+            asyncio.create_task(
+                source.run(lambda peers: self._publish(pipeline, peers)), name="discovery"
+            ),
         ]
         stop_wait = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
@@ -260,17 +254,50 @@ class Agent:
             task.cancel()
         await asyncio.gather(*tasks, stop_wait, return_exceptions=True)
         await http.close()
-        await self._flush(export)
-        for transport in transports.values():
+        await self._flush(pipeline.export)
+        for transport in pipeline.transports.values():
             transport.close()
-        if log is not None:
-            log.flush()
+        if pipeline.log is not None:
+            pipeline.log.flush()
         if failure is not None:
             exc = failure.exception()
             self._events.error("stopped", task=failure.get_name(), error=repr(exc))
             return 1
         self._events.info("stopped")
         return 0
+
+    def _publish(self, pipeline: _Pipeline, peers: PeerMap) -> None:
+        """Discovery's new peer set: size the mesh for it, choose peers, re-label, re-target."""
+        config = self._config
+        own_zone = pipeline.source.own_zone
+        zones = {peer.name: peer.zone for peer in peers.values()}
+        zone_count = len({*zones.values(), own_zone} - {None}) or 1
+        nodes = len(zones.keys() | {config.node_name})
+        sizing = size_for(nodes, zone_count, config.sizing, families=2 if config.dual_stack else 1)
+        if sizing != self._sizing:
+            self._events.info("sizing", nodes=nodes, zones=zone_count, **sizing.describe())
+            self._sizing = sizing
+        plan = plan_peers(
+            config.node_name,
+            zones,
+            own_zone=own_zone,
+            max_peers=sizing.max_peers,
+            cross_zone=sizing.cross_zone_peers,
+        )
+        pipeline.labels.update(peers, own_zone)
+        pipeline.series.histograms = sizing.pair_histograms
+        pipeline.store.count_histograms(sizing.pair_histograms)
+        chosen = {key: peer for key, peer in peers.items() if peer.name in plan.peers}
+        first = not self._published
+        self._apply_peers(chosen, pipeline.prober, pipeline.store)
+        pipeline.telemetry.expected_probers = plan.expected_probers
+        if first:
+            # What start-up built (modules, the SDK, a window per peer) lives as long as the
+            # agent: out of the collector's sight, so that full collections walk only what
+            # came later (at 5,000 peers they were ~1 % of a core). Start-up's garbage is
+            # collected first, not kept for ever.
+            gc.collect()
+            gc.freeze()
 
     def request_stop(self) -> None:
         self._stop.set()

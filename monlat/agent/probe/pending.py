@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from monlat.probe.icmp import Ignored, Packet
+from monlat.agent.probe.icmp import Ignored, Packet
 
 
 class Result(enum.Enum):

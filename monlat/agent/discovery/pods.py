@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from monlat.discovery import Peer, family_of, peer_key
-from monlat.discovery.nodes import AddressPolicy, choose_address, choose_dual_stack
+from monlat.agent.discovery import Peer, family_of, peer_key
+from monlat.agent.discovery.nodes import AddressPolicy, choose_address, choose_dual_stack
 
 PodObject = Mapping[str, Any]
 

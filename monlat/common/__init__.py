@@ -1,0 +1,1 @@
+"""What the agent and the operator tools share: errors, metric names, durations."""
