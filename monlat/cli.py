@@ -61,14 +61,14 @@ def _operator_command(command: str, rest: list[str]) -> int:
     """`matrix` and `diagnose`: bad input or an unreachable URL is one line and exit status 2."""
     try:
         if command == "matrix":
-            from monlat.tools.matrix import run_matrix
+            from monlat.tools.matrix.command import run_matrix
 
             return run_matrix(rest, os.environ, sys.stdout)
         if command == "plan":
             from monlat.tools.plan import run_plan
 
             return run_plan(rest, os.environ, sys.stdout)
-        from monlat.tools.diagnose import run_diagnose
+        from monlat.tools.diagnose.command import run_diagnose
 
         return run_diagnose(rest, os.environ, sys.stdout)
     except ConfigError as err:

@@ -9,18 +9,10 @@ from collections.abc import Mapping
 import pytest
 
 from monlat.common.errors import ConfigError
-from monlat.tools.diagnose import (
-    Diagnosis,
-    Finding,
-    Kind,
-    Thresholds,
-    diagnose,
-    parse_diagnose_args,
-    render_json,
-    render_text,
-    run_diagnose,
-)
-from monlat.tools.matrix import Matrix, build_matrix
+from monlat.tools.diagnose.command import parse_diagnose_args, run_diagnose
+from monlat.tools.diagnose.model import Diagnosis, Finding, Kind, Thresholds, diagnose
+from monlat.tools.diagnose.render import render_json, render_text
+from monlat.tools.matrix.model import Matrix, build_matrix
 from monlat.tools.scrape import parse_exposition
 from tests.test_matrix import (
     PairData,

@@ -24,26 +24,30 @@ from pathlib import Path
 import pytest
 
 from monlat.common.errors import ConfigError
-from monlat.tools.matrix import (
+from monlat.tools.matrix.command import (
     CLEAR_SCREEN,
-    Cell,
-    Matrix,
-    TableStyle,
-    View,
-    abbreviate,
-    build_matrix,
-    color_depth,
     load_matrix,
-    median_excluding,
-    natural_key,
-    order_nodes,
     parse_matrix_args,
-    render_csv,
-    render_json,
-    render_table,
     run_matrix,
     watch,
     watch_frames,
+)
+from monlat.tools.matrix.model import (
+    Cell,
+    Matrix,
+    View,
+    build_matrix,
+    median_excluding,
+    natural_key,
+    order_nodes,
+)
+from monlat.tools.matrix.render import (
+    TableStyle,
+    abbreviate,
+    color_depth,
+    render_csv,
+    render_json,
+    render_table,
 )
 from monlat.tools.scrape import (
     ExpositionError,

@@ -17,7 +17,7 @@ from monlat.agent.results import ResultStore
 from monlat.agent.settings import parse_agent_config
 from monlat.agent.telemetry import PairLabels, PairSeries, Snapshots, Telemetry
 from monlat.common import names as metric
-from monlat.tools.matrix import EXPECTED_PROBERS, JITTER, LATENCY, LOSS, PROBES
+from monlat.tools.matrix.model import EXPECTED_PROBERS, JITTER, LATENCY, LOSS, PROBES
 from monlat.tools.scrape import parse_exposition
 
 

@@ -97,7 +97,7 @@ class _Flag:
 
 # Where a default depends on other settings (discovery, pods), `help` says so and the code that
 # decides it sits with the setting's parser below.
-_AGENT_FLAGS = (
+AGENT_FLAGS = (
     _Flag("--node-name", "NODE_NAME", "this node's name (the `from` label); default: host name"),
     _Flag("--discovery", "MONLAT_DISCOVERY", "static, kubernetes (Nodes) or pods (pod-network "
           "agents' Pods); default: kubernetes in a pod"),
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="monlat", description="Node-to-node ICMP latency monitor.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     agent = commands.add_parser("agent", help="measure latency to peers and export metrics")
-    for spec in _AGENT_FLAGS:
+    for spec in AGENT_FLAGS:
         agent.add_argument(spec.flag, metavar=spec.metavar, help=spec.help_text)
     return parser
 
@@ -168,7 +168,7 @@ class _Settings:
     def __init__(self, args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         self._args = args
         self._environ = environ
-        self._by_flag = {spec.flag: spec for spec in _AGENT_FLAGS}
+        self._by_flag = {spec.flag: spec for spec in AGENT_FLAGS}
 
     def get(self, flag: str) -> tuple[str, str] | None:
         """Return (setting name for messages, raw text), or None when unset."""

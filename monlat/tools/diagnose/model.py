@@ -1,54 +1,13 @@
-"""`monlat diagnose`: say where the trouble is (a zone boundary, a node, a link, a blind spot).
-
-Everything here is a pure function of a `Matrix`. The analysis, in order:
-
-1. ZONE: with zone labels, the pairs between two zones (each with at least two nodes) are slow
-   when their median is `latency_factor` times the intra-zone baseline (the median of every
-   same-zone pair) and `min_excess_ms` above it; lossy when at least half of them lose
-   `loss_threshold` or more while the intra-zone pairs do not.
-2. NODE: a pair is slow when its RTT is `latency_factor` times its expected RTT and
-   `min_excess_ms` above it; expected is the median of its group (same-zone pairs, or the pairs
-   between its two zones) *leaving out the node under examination*, so that one bad node in a
-   three-node cluster cannot drag the baseline up to itself. A node is bad towards its peers (its
-   row) or from them (its column) when at least half of those pairs, and at least two, are slow
-   or lossy.
-3. LINK: a slow (against the baseline without the bad nodes) or lossy pair whose two nodes were
-   not found bad; a pair and its reverse make one finding.
-4. COVERAGE: nodes that probe nobody, nodes nobody probes, nodes probed by fewer agents than
-   `monlat_expected_probers` says (when the shortfall is not explained by silent agents).
-"""
+"""The diagnosis: zones, nodes, links and coverage, each a pure function of a Matrix."""
 
 from __future__ import annotations
 
-import argparse
 import enum
-import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TextIO
+from dataclasses import dataclass
 
-from monlat.common.arguments import ArgumentParser
-from monlat.common.errors import ConfigError
-from monlat.tools.matrix import (
-    Cell,
-    Matrix,
-    View,
-    abbreviate,
-    add_url_argument,
-    add_view_arguments,
-    format_ms,
-    format_percent,
-    load_matrix,
-    median,
-    median_excluding,
-    natural_key,
-    parse_view,
-    resolve_url,
-)
-
-FORMATS = ("text", "json")
-MAX_LISTED_PAIRS = 8  # per observation in text output; json lists every pair
+from monlat.tools.matrix.model import Cell, Matrix, median, median_excluding, natural_key
+from monlat.tools.matrix.render import abbreviate, format_ms, format_percent
 
 Pair = tuple[str, str]
 GroupKey = tuple[str, ...]  # () for same-zone pairs (or no zones), (zone_a, zone_b) sorted
@@ -185,7 +144,7 @@ def _evidence(ctx: _Context, pair: Pair, baseline_ms: float | None) -> PairEvide
     return PairEvidence(pair[0], pair[1], cell.latency_ms, baseline_ms, cell.loss_ratio)
 
 
-def _ratio_text(value_ms: float, baseline_ms: float) -> str:
+def ratio_text(value_ms: float, baseline_ms: float) -> str:
     factor = f"x{value_ms / baseline_ms:.1f}, " if baseline_ms > 0 else ""
     excess = value_ms - baseline_ms
     return f"{factor}{'+' if excess >= 0 else '-'}{format_ms(abs(excess))} ms"
@@ -234,7 +193,7 @@ def zone_findings(ctx: _Context) -> _ZoneResult:
                     f"{len(ctx.latencies.get(key, ()))} pairs with an RTT between {zone_a} and "
                     f"{zone_b}: "
                     f"median {format_ms(group_median)} ms vs the intra-zone baseline "
-                    f"{format_ms(baseline)} ms ({_ratio_text(group_median, baseline)})"
+                    f"{format_ms(baseline)} ms ({ratio_text(group_median, baseline)})"
                 )
             )
             evidence.extend(
@@ -339,7 +298,7 @@ def _direction_observations(
             (baseline,) = baselines
             text = (
                 f"{where}: median {format_ms(latency)} ms vs {format_ms(baseline)} ms among the "
-                f"pairs without {node} ({_ratio_text(latency, baseline)})"
+                f"pairs without {node} ({ratio_text(latency, baseline)})"
             )
         else:  # zones: each pair has its own expected RTT
             factor = median(e.factor for e in direction.slow if e.factor is not None)
@@ -587,200 +546,3 @@ def diagnose(matrix: Matrix, thresholds: Thresholds = Thresholds()) -> Diagnosis
         notes=(*notes, *single),
         common_suffix=abbreviate(matrix.nodes)[1],
     )
-
-
-# --- output --------------------------------------------------------------------------------------
-
-
-def pair_line(evidence: PairEvidence) -> str:
-    text = f"{evidence.src} -> {evidence.dst}: "
-    loss = evidence.loss_ratio
-    if evidence.latency_ms is None:
-        text += "LOST (no reply)" if loss is not None and loss >= 1.0 else "no RTT"
-    else:
-        text += f"{format_ms(evidence.latency_ms)} ms"
-        if evidence.baseline_ms is not None:
-            text += (
-                f" vs {format_ms(evidence.baseline_ms)} ms "
-                f"({_ratio_text(evidence.latency_ms, evidence.baseline_ms)})"
-            )
-    if (loss is not None and 0 < loss < 1.0) or (loss == 1.0 and evidence.latency_ms is not None):
-        text += f", loss {format_percent(loss)}"
-    return text
-
-
-def render_text(diagnosis: Diagnosis) -> str:
-    blocks: list[str] = []
-    for finding in diagnosis.findings:
-        lines = [f"{finding.kind.name} {finding.subject}: {finding.summary}"]
-        for observation in finding.evidence:
-            lines.append(f"  {observation.text}")
-            lines.extend(f"    {pair_line(p)}" for p in observation.pairs[:MAX_LISTED_PAIRS])
-            if len(observation.pairs) > MAX_LISTED_PAIRS:
-                lines.append(f"    ... and {len(observation.pairs) - MAX_LISTED_PAIRS} more")
-        blocks.append("\n".join(lines))
-    blocks.extend(f"note: {note}" for note in diagnosis.notes)
-    suffix = diagnosis.common_suffix
-    if suffix and diagnosis.findings:
-        blocks = [block.replace(suffix, "") for block in blocks]
-        blocks.append(f"note: node names are shown without their common suffix {suffix}")
-    blocks.append(_footer(diagnosis))
-    return "\n\n".join(blocks) + "\n"
-
-
-def _footer(diagnosis: Diagnosis) -> str:
-    t = diagnosis.thresholds
-    baseline = (
-        f", baseline {format_ms(diagnosis.baseline_ms)} ms"
-        if diagnosis.baseline_ms is not None
-        else ""
-    )
-    scope = f"{diagnosis.nodes} nodes, {diagnosis.pairs} pairs{baseline}"
-    limits = (
-        f"slow: x{t.latency_factor:g} and +{t.min_excess_ms:g} ms over the baseline; "
-        f"lossy: {format_percent(t.loss_threshold)} or more"
-    )
-    if not diagnosis.findings:
-        return f"no problems found in {scope} ({limits})"
-    counts: dict[str, int] = {}
-    for finding in diagnosis.findings:
-        counts[finding.kind.value] = counts.get(finding.kind.value, 0) + 1
-    kinds = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-    plural = "s" if len(diagnosis.findings) > 1 else ""
-    return f"{len(diagnosis.findings)} finding{plural} ({kinds}) in {scope} ({limits})"
-
-
-def _pair_json(evidence: PairEvidence) -> dict[str, object]:
-    return {
-        "from": evidence.src,
-        "to": evidence.dst,
-        "latency_ms": evidence.latency_ms,
-        "baseline_ms": evidence.baseline_ms,
-        "factor": None if evidence.factor is None else round(evidence.factor, 3),
-        "excess_ms": None if evidence.excess_ms is None else round(evidence.excess_ms, 6),
-        "loss_ratio": evidence.loss_ratio,
-    }
-
-
-def render_json(diagnosis: Diagnosis) -> str:
-    t = diagnosis.thresholds
-    document = {
-        "status": "problems" if diagnosis.findings else "ok",
-        "nodes": diagnosis.nodes,
-        "pairs": diagnosis.pairs,
-        "baseline_ms": diagnosis.baseline_ms,
-        "thresholds": {
-            "latency_factor": t.latency_factor,
-            "loss_threshold": t.loss_threshold,
-            "min_excess_ms": t.min_excess_ms,
-        },
-        "notes": list(diagnosis.notes),
-        "findings": [
-            {
-                "kind": finding.kind.value,
-                "subject": finding.subject,
-                "summary": finding.summary,
-                "evidence": [
-                    {"text": o.text, "pairs": [_pair_json(p) for p in o.pairs]}
-                    for o in finding.evidence
-                ],
-            }
-            for finding in diagnosis.findings
-        ],
-    }
-    return json.dumps(document, indent=2, allow_nan=False) + "\n"
-
-
-# --- command line --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DiagnoseOptions:
-    setting: str
-    url: str
-    format: str
-    thresholds: Thresholds
-    view: View = field(default_factory=View)
-
-
-def build_diagnose_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        prog="monlat diagnose",
-        description="Find slow or lossy nodes, links and zone boundaries from a metrics endpoint. "
-        "Exit status: 0 nothing found, 1 findings, 2 bad input or unreachable URL.",
-    )
-    add_url_argument(parser)
-    add_view_arguments(parser)
-    parser.add_argument(
-        "--format",
-        default="text",
-        type=str.lower,
-        choices=FORMATS,
-        help="text or json; default text",
-    )
-    parser.add_argument(
-        "--latency-factor",
-        metavar="F",
-        default="2",
-        help="slow = at least F times the baseline (and 0.2 ms above it); default 2",
-    )
-    parser.add_argument(
-        "--loss-threshold",
-        metavar="L",
-        default="0.05",
-        help="lossy = losing at least L (0.05 or 5%%) over the agents' window; default 0.05",
-    )
-    return parser
-
-
-def parse_factor(setting: str, text: str) -> float:
-    cleaned = text.strip().rstrip("xX")
-    try:
-        value = float(cleaned)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 1:
-        raise ConfigError(setting, f"expected a number greater than 1, like 2 or 1.5, got {text!r}")
-    return value
-
-
-def parse_ratio(setting: str, text: str) -> float:
-    cleaned = text.strip()
-    scale = 100.0 if cleaned.endswith("%") else 1.0
-    try:
-        value = float(cleaned.rstrip("%")) / scale
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or not 0 < value <= 1:
-        raise ConfigError(
-            setting,
-            f"expected a ratio above 0 and at most 1 (0.05) or a percentage (5%), got {text!r}",
-        )
-    return value
-
-
-def parse_diagnose_args(argv: Sequence[str], environ: Mapping[str, str]) -> DiagnoseOptions:
-    args = build_diagnose_parser().parse_args(list(argv))
-    setting, url = resolve_url(args.url, environ)
-    return DiagnoseOptions(
-        setting=setting,
-        url=url,
-        format=args.format,
-        thresholds=Thresholds(
-            latency_factor=parse_factor("--latency-factor", args.latency_factor),
-            loss_threshold=parse_ratio("--loss-threshold", args.loss_threshold),
-        ),
-        view=parse_view(args),
-    )
-
-
-def run_diagnose(argv: Sequence[str], environ: Mapping[str, str], out: TextIO) -> int:
-    """`monlat diagnose`: 0 nothing found, 1 findings; bad input raises ConfigError (exit 2)."""
-    if "-h" in argv or "--help" in argv:
-        build_diagnose_parser().print_help(out)
-        return 0
-    options = parse_diagnose_args(argv, environ)
-    matrix = load_matrix(options.setting, options.url, view=options.view)
-    diagnosis = diagnose(matrix, options.thresholds)
-    out.write(render_json(diagnosis) if options.format == "json" else render_text(diagnosis))
-    return 1 if diagnosis.findings else 0
