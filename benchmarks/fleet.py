@@ -48,9 +48,10 @@ from monlat.tools.synthetic import (
     data_points,
     prometheus_series,
 )
-from tests.agent_process import parse_exposition
-from tests.collector import Collector, collector_binary, free_ports, shipped_deployment
-from tests.prometheus_server import PrometheusServer
+from tests.support.agent_process import parse_exposition
+from tests.support.collector import Collector, collector_binary, shipped_deployment
+from tests.support.ports import free_ports
+from tests.support.prometheus_server import PrometheusServer
 
 REPO = Path(__file__).resolve().parents[1]
 PLAN_FIGURES = REPO / "monlat" / "tools" / "plan_figures.json"

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.targets import RESPONDER_LOCAL, RESPONDER_PREFIX, behind_responder, loopback
-from tests.agent_process import http_get, parse_exposition
+from tests.support.agent_process import http_get, parse_exposition
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PORT = 19464
@@ -211,7 +211,8 @@ def _responder() -> Iterator[None]:
 def measure_with_collector(
     peers: int, seconds: float, *, tree: Path = REPO, network: str = "loopback"
 ) -> dict[str, Any]:
-    from tests.collector import Collector, collector_binary, free_ports
+    from tests.support.collector import Collector, collector_binary
+    from tests.support.ports import free_ports
 
     grpc, http, metrics, health = free_ports(4)
     collector = Collector(collector_binary(), "127.0.0.1", grpc, http, metrics, health)

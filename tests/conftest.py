@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-pytest_plugins = ["tests.lab.fixtures", "tests.collector", "tests.control_plane"]
+pytest_plugins = [
+    "tests.support.lab.fixtures",
+    "tests.support.collector",
+    "tests.support.control_plane",
+]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -22,14 +27,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped in CI, which must run every test: {report.longrepr}"
 
 
-# Tests that need root, namespaces or external binaries; `hatch run test:unit` leaves them out.
+# The tier is the folder: tests/unit runs anywhere without root in under a minute
+# (`hatch run test:unit`); tests/lab needs root, namespaces or external binaries (the collector,
+# Prometheus, promtool, podman); tests/cluster a real API server. Both of the latter are e2e.
+_E2E_TIERS = ("lab", "cluster")
+# What only those tiers may use: a unit test asking for one belongs in another folder.
 _E2E_FIXTURES = {"lab_factory", "collector", "collector_bin", "mesh", "lab", "api", "control_plane"}
-_E2E_MODULES = {"test_agent_local", "test_agent_kubernetes", "test_otlp_export", "test_image"}
+_TESTS = Path(__file__).resolve().parent
+
+
+def _tier(item: pytest.Item) -> str:
+    return item.path.resolve().relative_to(_TESTS).parts[0]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    misplaced = []
     for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        module = item.path.stem
-        if fixtures & _E2E_FIXTURES or module in _E2E_MODULES:
+        tier = _tier(item)
+        if tier in _E2E_TIERS:
             item.add_marker(pytest.mark.e2e)
+        elif set(getattr(item, "fixturenames", ())) & _E2E_FIXTURES:
+            misplaced.append(item.nodeid)
+    if misplaced:
+        raise pytest.UsageError(
+            f"unit tests using lab or cluster fixtures (move them to tests/lab or tests/cluster): "
+            f"{', '.join(misplaced)}"
+        )

@@ -114,6 +114,9 @@ def open_transports(config: Config, events: EventLog) -> dict[int, IcmpSocket]:
     return transports
 
 
+TransportFactory = Callable[[Config, EventLog], Mapping[int, Transport]]
+
+
 def make_source(config: Config, events: EventLog) -> PeerSource:
     if config.discovery is DiscoveryMode.STATIC:
         return StaticPeers(
@@ -137,7 +140,7 @@ class _Pipeline:
     """The stages one agent runs, as built by `Agent._build`."""
 
     source: PeerSource
-    transports: dict[int, IcmpSocket]
+    transports: Mapping[int, Transport]
     store: ResultStore
     labels: PairLabels
     series: PairSeries
@@ -154,8 +157,11 @@ class Agent:
         *,
         stdout: TextIO = sys.stdout,
         stderr: TextIO = sys.stderr,
+        transports: TransportFactory | None = None,
     ) -> None:
         self._config = config
+        # The ICMP sockets by default; tests without root inject an in-memory network.
+        self._open_transports = transports or open_transports
         self._events = EventLog(stderr)
         self._stdout = stdout
         self._peers: PeerMap = {}
@@ -171,7 +177,7 @@ class Agent:
         """Every stage, wired: discovery -> prober -> results -> telemetry -> exporters."""
         config = self._config
         source = make_source(config, self._events)
-        transports = open_transports(config, self._events)
+        transports = self._open_transports(config, self._events)
         store = ResultStore(
             window_s=config.window_s,
             interval_s=config.probe.interval_s,
@@ -201,8 +207,9 @@ class Agent:
             if config.log_measurements
             else None
         )
-        typed: dict[int, Transport] = dict(transports)
-        prober = Prober(config.node_name, typed, config.probe, _Fanout(store, telemetry, log))
+        prober = Prober(
+            config.node_name, dict(transports), config.probe, _Fanout(store, telemetry, log)
+        )
         telemetry.timestamps = lambda: (
             (("send", "kernel"), prober.kernel_send_times),
             (("send", "user"), prober.user_send_times),
