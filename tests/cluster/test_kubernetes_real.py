@@ -811,12 +811,14 @@ def test_pod_network_agents_find_each_other_through_their_pods(cluster: Cluster)
     assert links[f"n1>{SPARE}"]["echo_requests"] > 0
 
 
-OUTAGE_S = 60.0
+# Long enough for every agent to notice and keep probing through it; the relist after the restart
+# comes from etcd's revision moving on, not from the length of the outage.
+OUTAGE_S = 20.0
 
 
 @pytest.mark.timeout(300)
 def test_api_server_outage_keeps_peers_then_relists_after_410(cluster: Cluster) -> None:
-    """The API server stops for a minute. Meanwhile a Node is written to etcd behind its back,
+    """The API server stops for OUTAGE_S. Meanwhile a Node is written to etcd behind its back,
     which also moves etcd's revision past every agent's last resourceVersion: the restarted API
     server's watch cache starts at the newer revision and answers the agents' re-watch with
     410 Gone ("too old resource version"), so they must relist to see the new Node."""
@@ -835,7 +837,7 @@ def test_api_server_outage_keeps_peers_then_relists_after_410(cluster: Cluster) 
     stopped_at = time.time()
     # Graceful: SIGTERM. The fixture sets --shutdown-watch-termination-grace-period=2s: open
     # watches (the agents') are closed after that, instead of holding the exit for 30 s. The
-    # minute of outage counts from its exit.
+    # outage counts from its exit.
     started_stop = time.monotonic()
     cp.stop()
     stop_s = time.monotonic() - started_stop
@@ -846,8 +848,8 @@ def test_api_server_outage_keeps_peers_then_relists_after_410(cluster: Cluster) 
     )  # fmt: skip
     checks = 0
     totals = {node: probes_total(agent.metrics()) for node, agent in agents.items()}
-    while time.monotonic() - stopped < OUTAGE_S - 5:
-        time.sleep(8)
+    while time.monotonic() - stopped < OUTAGE_S - 3:
+        time.sleep(3)
         for node, agent in agents.items():
             samples = agent.metrics()
             assert set(series(samples, "latency_between_nodes")) == mesh[node], samples

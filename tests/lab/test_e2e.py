@@ -177,7 +177,7 @@ def test_removed_peer_and_stopped_agent_disappear(mesh: Mesh) -> None:
     assert time.monotonic() - started <= EXPIRATION_S + 10
 
 
-def test_collector_down_for_a_minute(mesh: Mesh) -> None:
+def test_collector_down_loses_no_probing_and_queues_nothing(mesh: Mesh) -> None:
     wait_for_pairs(mesh, ALL_PAIRS, timeout=30)
     before = {node: rss_kib(agent) for node, agent in mesh.agents.items()}
     sent_before = {
@@ -186,14 +186,14 @@ def test_collector_down_for_a_minute(mesh: Mesh) -> None:
     }
     mesh.collector.stop()
     peak = dict(before)
-    for _ in range(12):  # a minute
-        time.sleep(5)
+    for _ in range(10):  # 20 s: forty failed pushes at the mesh's 500 ms export interval
+        time.sleep(2)
         for node, agent in mesh.agents.items():
             assert agent.proc.poll() is None, agent.stderr[-5:]
             peak[node] = max(peak[node], rss_kib(agent))
     for node, agent in mesh.agents.items():
         probes = sum(v for n, _, v in agent.metrics() if n == "monlat_probes_total")
-        assert probes >= sent_before[node] + 2 * 4 * 50  # two peers, 4/s, ~60 s
+        assert probes >= sent_before[node] + 2 * 4 * 15  # two peers, 4/s, ~20 s
         assert series(agent.metrics(), "latency_between_nodes")  # still measuring
         # Flat memory: the failed exports are dropped, not queued.
         assert peak[node] - before[node] < 10 * 1024, (node, before[node], peak[node])
