@@ -42,9 +42,9 @@ Why this stays next to the real API server (tests/cluster, server-side dry run w
 field validation), decided 2026-12-03: it runs in the unit tier, without root and without the
 control-plane build (kube-apiserver and etcd from the Go module proxy, minutes when cold), so a
 bad manifest fails in seconds (tests/unit/test_manifests.py: 57 checks, each under a second);
-it names every problem of an object with its path; and it checks the prometheus-operator objects (ServiceMonitor, PrometheusRule)
-against the pinned CRDs without installing them. The API server stays the authority on
-everything listed under "What is not checked".
+it names every problem of an object with its path; and it checks the prometheus-operator
+objects (ServiceMonitor, PrometheusRule) against the pinned CRDs without installing them. The
+API server stays the authority on everything listed under "What is not checked".
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@ was awaited when it did not. Waiting on the condition itself, never a fixed slee
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -47,3 +48,13 @@ def wait_gone(pid: int, timeout: float = 5.0) -> bool:
         return wait_until(lambda: process_gone(pid), timeout, f"pid {pid} to exit", interval=0.02)
     except AssertionError:
         return False
+
+
+async def until(condition: Callable[[], Awaitable[object]], timeout: float, what: str) -> None:
+    """wait_until for a test running on the event loop (the awaited condition, polled)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not await condition():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout:g}s: {what}") from None

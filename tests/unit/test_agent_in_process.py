@@ -21,6 +21,7 @@ from monlat.agent.settings import parse_agent_config
 from tests.support.agent_process import parse_exposition
 from tests.support.fake_network import FakeNetwork
 from tests.support.ports import free_port
+from tests.support.waiting import until
 
 FAST = ["--interval", "100ms", "--timeout", "300ms", "--window", "10s", "--log-measurements",
         "false"]  # fmt: skip
@@ -34,13 +35,6 @@ async def get(port: int, path: str, method: str = "GET") -> tuple[int, str]:
     writer.close()
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body.decode()
-
-
-async def until(condition: object, timeout: float = 10.0) -> None:
-    """Wait on the agent's own state (its endpoints), never a fixed sleep."""
-    async with asyncio.timeout(timeout):
-        while not await condition():  # type: ignore[operator]
-            await asyncio.sleep(0.05)
 
 
 class RunningAgent:
@@ -92,7 +86,7 @@ async def test_routes_readiness_and_measurements(started: object) -> None:
         except OSError:
             return False
 
-    await until(ready)
+    await until(ready, 10, "the agent ready")
     assert await get(port, "/healthz") == (200, "ok\n")
     assert (await get(port, "/nope"))[0] == 404
     assert (await get(port, "/metrics", method="POST"))[0] == 405
@@ -103,7 +97,7 @@ async def test_routes_readiness_and_measurements(started: object) -> None:
         loss = {lab["to"]: v for n, lab, v in samples if n == "monlat_loss_ratio"}
         return "b" in latency and loss.get("c") == 1.0
 
-    await until(measured)
+    await until(measured, 10, "both peers measured")
     samples = parse_exposition((await get(port, "/metrics"))[1])
     latency = {lab["to"]: v for n, lab, v in samples if n == "latency_between_nodes"}
     assert set(latency) == {"b"}  # the silent peer has loss, no latency
@@ -139,7 +133,7 @@ async def test_the_shutdown_flush_pushes_what_was_measured(started: object) -> N
         async def probed() -> bool:
             return network.sent >= 3
 
-        await until(probed)
+        await until(probed, 10, "three probes sent")
         assert pushes == []  # nothing before the hour is up...
         agent.agent.request_stop()
         assert await asyncio.wait_for(agent.task, 10) == 0
