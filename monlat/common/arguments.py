@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Sequence
 from typing import NoReturn
 
 from monlat.common.errors import ConfigError
@@ -26,3 +27,13 @@ class ArgumentParser(argparse.ArgumentParser):
             expected = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
             problem = f"expected {expected}, got {given}"
         raise ConfigError(setting, problem)
+
+
+def add_choice(
+    parser: argparse.ArgumentParser, flag: str, choices: Sequence[str], help: str
+) -> None:
+    """A case-insensitive choice whose default is the first one (said in the help)."""
+    parser.add_argument(
+        flag, default=choices[0], type=str.lower, choices=choices,
+        help=f"{help}; default {choices[0]}",
+    )  # fmt: skip

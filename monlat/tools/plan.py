@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from monlat.agent.export.otlp import MAX_POINTS_PER_REQUEST
 from monlat.agent.settings import parse_sizing
 from monlat.agent.sizing import SizingSettings
-from monlat.common.arguments import ArgumentParser
+from monlat.common.arguments import ArgumentParser, add_choice
 from monlat.common.durations import parse_duration
 from monlat.common.errors import ConfigError
 from monlat.tools.synthetic import (
@@ -191,9 +191,7 @@ def build_plan_parser() -> ArgumentParser:
         "--pair-histograms", help="as for the agent: auto, true or false; default auto"
     )
     parser.add_argument("--interval", default="1s", help="as for the agent; default 1s")
-    parser.add_argument(
-        "--format", default="text", choices=("text", "json"), help="text or json; default text"
-    )
+    add_choice(parser, "--format", ("text", "json"), "text or json")
     return parser
 
 

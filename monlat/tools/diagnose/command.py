@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from monlat.common.arguments import ArgumentParser
+from monlat.common.arguments import ArgumentParser, add_choice
 from monlat.common.errors import ConfigError
 from monlat.tools.diagnose.model import Thresholds, diagnose
 from monlat.tools.diagnose.render import render_json, render_text
@@ -44,13 +44,7 @@ def build_diagnose_parser() -> argparse.ArgumentParser:
     )
     add_url_argument(parser)
     add_view_arguments(parser)
-    parser.add_argument(
-        "--format",
-        default="text",
-        type=str.lower,
-        choices=FORMATS,
-        help="text or json; default text",
-    )
+    add_choice(parser, "--format", FORMATS, "text or json")
     parser.add_argument(
         "--latency-factor",
         metavar="F",

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from monlat.common.arguments import ArgumentParser
+from monlat.common.arguments import ArgumentParser, add_choice
 from monlat.common.durations import parse_duration
 from monlat.common.errors import ConfigError
 from monlat.tools.matrix.model import (
@@ -121,13 +121,7 @@ def add_view_arguments(parser: argparse.ArgumentParser) -> None:
         help="host (the host-network agents) or the network label of other agents, e.g. pod; "
         "default host",
     )
-    parser.add_argument(
-        "--family",
-        default="ipv4",
-        type=str.lower,
-        choices=("ipv4", "ipv6"),
-        help="ipv4 or ipv6, for dual-stack series; default ipv4",
-    )
+    add_choice(parser, "--family", ("ipv4", "ipv6"), "ipv4 or ipv6, for dual-stack series")
 
 
 def parse_view(args: argparse.Namespace) -> View:
@@ -154,20 +148,8 @@ def build_matrix_parser() -> ArgumentParser:
         description="Show the node-to-node latency matrix from a metrics endpoint.",
     )
     add_url_argument(parser)
-    parser.add_argument(
-        "--format",
-        default="table",
-        type=str.lower,
-        choices=FORMATS,
-        help="table, csv or json; default table",
-    )
-    parser.add_argument(
-        "--sort",
-        default="zone",
-        type=str.lower,
-        choices=SORTS,
-        help="zone (by zone label, then name) or name; default zone",
-    )
+    add_choice(parser, "--format", FORMATS, "table, csv or json")
+    add_choice(parser, "--sort", SORTS, "zone (by zone label, then name) or name")
     parser.add_argument(
         "--watch", metavar="SECONDS", help="refresh every SECONDS until Ctrl-C (table only)"
     )
