@@ -283,7 +283,8 @@ def run_row(row: Row, rounds: int, workdir: Path, env_overrides: dict[str, str])
 def print_table(rows: dict[str, dict[str, Any]]) -> None:
     print(
         f"\n{'row':<8} {'nodes':>5} {'z':>2} {'dual':>4} {'peers':>6} {'series':>9} "
-        f"{'/node':>6} {'coll. peak':>11} {'of limit':>8} {'CPU/round':>9} {'/metrics':>9} "
+        f"{'/node':>6} {'coll. peak':>11} {'of limit':>8} {'live heap':>9} {'CPU/round':>9} "
+        f"{'/metrics':>9} "
         f"{'scrape':>7} {'prom head':>9} {'prom RSS':>9} {'refused':>7}"
     )
     for label, r in rows.items():
