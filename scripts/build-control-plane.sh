@@ -4,6 +4,8 @@
 #
 #   scripts/build-control-plane.sh            # prints the output directory last
 #   DIR=$(scripts/build-control-plane.sh | tail -n1)   # $DIR/kube-apiserver, $DIR/etcd
+#   scripts/build-control-plane.sh --cluster  # also the rest of a cluster: kube-controller-manager,
+#                                             # kube-scheduler, kubelet, kube-proxy (same version)
 #
 # kube-apiserver: module k8s.io/kubernetes (cmd/kube-apiserver) at $K8S_VERSION, built in a
 # generated throwaway module that requires it and replaces every k8s.io/<staging> module (which
@@ -17,6 +19,7 @@
 #
 #   ${MONLAT_CACHE:-$HOME/.cache/monlat}/control-plane/kubernetes-<v>_etcd-<v>/
 #     kube-apiserver   etcd   versions.txt   [kubectl, only when none is on PATH]
+#     [kube-controller-manager kube-scheduler kubelet kube-proxy, with --cluster]
 #
 # A binary that is already there is not rebuilt. Go's own caches stay where
 # `go env GOMODCACHE GOCACHE` say. The first build downloads ~250 modules and compiles
@@ -45,6 +48,12 @@ die() { printf 'build-control-plane: error: %s\n' "$*" >&2; exit 1; }
 [[ $K8S_VERSION =~ ^v1\.([0-9]+)\.([0-9]+)$ ]] \
     || die "MONLAT_K8S_VERSION must look like v1.32.13, got '$K8S_VERSION'"
 k8s_minor=${BASH_REMATCH[1]}
+cluster_cmds=()
+case ${1:-} in
+    "") ;;
+    --cluster) cluster_cmds=(kube-controller-manager kube-scheduler kubelet kube-proxy) ;;
+    *) die "unknown argument '$1' (the only one is --cluster)" ;;
+esac
 staging_version=v0.${BASH_REMATCH[1]}.${BASH_REMATCH[2]}
 [[ $ETCD_VERSION =~ ^v3\.[0-9]+\.[0-9]+$ ]] \
     || die "MONLAT_ETCD_VERSION must look like v3.5.21, got '$ETCD_VERSION'"
@@ -82,7 +91,11 @@ need_apiserver=1 need_etcd=1 need_kubectl=
 if [[ -n ${MONLAT_BUILD_KUBECTL:-} ]] || ! command -v kubectl >/dev/null 2>&1; then
     [[ -x $out_dir/kubectl && -z $rebuild ]] || need_kubectl=1
 fi
-if [[ -z $need_apiserver && -z $need_etcd && -z $need_kubectl ]]; then
+need_cluster=()
+for name in "${cluster_cmds[@]}"; do
+    [[ -x $out_dir/$name && -z $rebuild ]] || need_cluster+=("$name")
+done
+if [[ -z $need_apiserver && -z $need_etcd && -z $need_kubectl && ${#need_cluster[@]} -eq 0 ]]; then
     log "up to date: $out_dir"
     printf '%s\n' "$out_dir"
     exit 0
@@ -99,6 +112,7 @@ publish() { chmod 0755 "$1" && mv -f "$1" "$2"; }
 
 # --- kube-apiserver (and kubectl) -----------------------------------------------------------
 k8s_mod_dir=$work/kubernetes
+substitutions=
 k8s_ldflags=
 
 # Generate the throwaway module: require k8s.io/kubernetes, replace its staging modules.
@@ -136,13 +150,43 @@ prepare_kubernetes_module() {
     done
 }
 
+# resolve_kubernetes_cmd PACKAGE: `go get` it. A staging module the proxy does not serve at
+# $staging_version (k8s.io/endpointslice v0.32.13 is refused there) is pinned to the newest
+# patch of the same minor it does serve; each substitution is logged and kept in versions.txt.
+resolve_kubernetes_cmd() {
+    local pkg=$1 attempt output missing module served
+    # go.sum may lack k8s.io/kubernetes's own entry when its go.mod came from the cache.
+    (cd "$k8s_mod_dir" && "$GO" mod download k8s.io/kubernetes) >&2 || true
+    for attempt in 1 2 3 4 5 6; do
+        if output=$(cd "$k8s_mod_dir" && "$GO" get "$pkg@$K8S_VERSION" 2>&1); then
+            printf '%s\n' "$output" >&2
+            return 0
+        fi
+        missing=$(sed -nE "s#.*(k8s\.io/[A-Za-z0-9._-]+)@$staging_version: reading .*(403|404|410).*#\1#p" \
+            <<<"$output" | sort -u)
+        if [[ -z $missing ]]; then
+            printf '%s\n' "$output" >&2
+            die "go get $pkg@$K8S_VERSION failed in $k8s_mod_dir (see above)"
+        fi
+        for module in $missing; do
+            served=$(cd "$k8s_mod_dir" && "$GO" list -m -versions "$module" | tr ' ' '\n' \
+                | grep -E "^v0\.$k8s_minor\.[0-9]+$" | sort -t. -k3,3n | tail -n1)
+            [[ -n $served && $served != "$staging_version" ]] \
+                || die "the module proxy serves no $module v0.$k8s_minor.x"
+            log "$module $staging_version is not served; using $served"
+            sed -i -E "s#^([[:space:]]*$module => $module) .*#\1 $served#" "$k8s_mod_dir/go.mod"
+            substitutions+="$module $served (for $staging_version)"$'\n'
+        done
+    done
+    die "go get $pkg@$K8S_VERSION still failing after substitutions"
+}
+
 # build_kubernetes_cmd NAME: k8s.io/kubernetes/cmd/NAME into $out_dir/NAME.
 build_kubernetes_cmd() {
     local name=$1 pkg=k8s.io/kubernetes/cmd/$1
     [[ -n $k8s_ldflags ]] || prepare_kubernetes_module
     log "resolving $pkg (downloads on first run)"
-    (cd "$k8s_mod_dir" && "$GO" get "$pkg@$K8S_VERSION") >&2 \
-        || die "go get $pkg@$K8S_VERSION failed in $k8s_mod_dir (see above)"
+    resolve_kubernetes_cmd "$pkg"
     local start=$SECONDS
     log "compiling $name $K8S_VERSION ($go_version, CGO_ENABLED=0, -trimpath)"
     (cd "$k8s_mod_dir" && "${nice_cmd[@]}" "$GO" build -trimpath -ldflags="$k8s_ldflags" \
@@ -177,8 +221,10 @@ build_etcd() {
 if [[ -n $need_etcd ]]; then build_etcd; fi
 if [[ -n $need_apiserver ]]; then build_kubernetes_cmd kube-apiserver; fi
 if [[ -n $need_kubectl ]]; then build_kubernetes_cmd kubectl; fi
-printf 'kubernetes %s (staging %s)\netcd %s\n%s\n' \
-    "$K8S_VERSION" "$staging_version" "$ETCD_VERSION" "$go_version" >"$out_dir/versions.txt"
+for name in "${need_cluster[@]}"; do build_kubernetes_cmd "$name"; done
+printf 'kubernetes %s (staging %s)\netcd %s\n%s\n%s' \
+    "$K8S_VERSION" "$staging_version" "$ETCD_VERSION" "$go_version" "$substitutions" \
+    >"$out_dir/versions.txt"
 
 log "ready: $out_dir"
 printf '%s\n' "$out_dir"

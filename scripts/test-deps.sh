@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Python packages, on Debian, as root:
 # the Prometheus server and promtool, iproute2 and util-linux (lab namespaces, setpriv),
-# iputils-ping, fping and tcpdump, podman, runc and debootstrap (the image tests); then builds
+# iputils-ping, fping and tcpdump, podman, runc and debootstrap (the image tests), iptables and
+# gcc (the lab cluster's kube-proxy and pod sandbox); then builds
 # the slim collector (cached by manifest hash), the local base image (cached as a tarball) and
 # a Kubernetes control plane (cached by version).
 # Idempotent and quick when everything is already there.
 set -euo pipefail
 
-packages=(prometheus iproute2 util-linux iputils-ping fping tcpdump procps podman runc debootstrap openssl)
+packages=(prometheus iproute2 util-linux iputils-ping fping tcpdump procps podman runc debootstrap openssl
+          iptables gcc libc6-dev)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
@@ -31,5 +33,8 @@ fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$here/deploy/otel-collector/build.sh" >/dev/null
 "$here/deploy/image.sh" base >/dev/null
-# kube-apiserver and etcd from the Go module proxy (about 6 minutes the first time, then cached).
-bash "$here/scripts/build-control-plane.sh" >/dev/null
+# kube-apiserver and etcd from the Go module proxy (about 6 minutes the first time, then cached),
+# and the rest of the lab cluster: controller-manager, scheduler, kubelet, kube-proxy (about
+# 2.5 minutes more), containerd, the CNI plugins, CoreDNS and helm (about 11 minutes).
+bash "$here/scripts/build-control-plane.sh" --cluster >/dev/null
+bash "$here/scripts/build-cluster-runtime.sh" >/dev/null
