@@ -19,6 +19,10 @@ Startup: ``--config FILE`` or ``--config-json TEXT``::
      "links": [{"src": "n1", "dst": "n2", "delay_ms": 2.5}],
      "seed": 1, "spin_us": 200, "realtime": false}
 
+A node may also own routed prefixes (``"prefixes": ["10.244.1.0/24"]``: a Kubernetes node's
+pod network): a packet whose destination is no node address goes to the node whose prefix
+holds it, over that node's links.
+
 A node either names a TUN to create (a ``%d`` template lets the kernel pick a
 free name) or gives an inherited, already attached TUN fd.  When everything is
 set up the switch prints one JSON line ``{"ok": true, "ready": true,
@@ -148,6 +152,8 @@ class Switch:
         self.fds: list[int] = []
         self.ifnames: dict[str, str] = {}
         self.routes: dict[bytes, int] = {}
+        # (network, node) pairs, longest first: tried only when no node address matches.
+        self.prefixes: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]] = []
         self.up: list[bool] = [True] * len(self.names)
         self.rng = random.Random(config.get("seed"))
         self.spin_s = float(config.get("spin_us", 200)) / 1e6
@@ -182,6 +188,9 @@ class Switch:
                     if packed in self.routes:
                         raise ValueError(f"duplicate address {addr}")
                     self.routes[packed] = self.index[name]
+                for prefix in spec.get("prefixes", []):
+                    self.prefixes.append((ipaddress.ip_network(prefix), self.index[name]))
+            self.prefixes.sort(key=lambda entry: -entry[0].prefixlen)
         except BaseException:
             self.close()
             raise
@@ -220,10 +229,18 @@ class Switch:
             return None
         version = pkt[0] >> 4
         if version == 4:
-            return self.routes.get(pkt[16:20])
-        if version == 6 and len(pkt) >= 40:
-            return self.routes.get(pkt[24:40])
-        return None
+            dst = pkt[16:20]
+        elif version == 6 and len(pkt) >= 40:
+            dst = pkt[24:40]
+        else:
+            return None
+        node = self.routes.get(dst)
+        if node is None and self.prefixes:
+            address = ipaddress.ip_address(dst)
+            for network, owner in self.prefixes:
+                if address in network:
+                    return owner
+        return node
 
     def _ingress(self, src: int, pkt: bytes, now: float) -> None:
         version = pkt[0] >> 4 if pkt else 0
