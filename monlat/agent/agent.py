@@ -171,7 +171,61 @@ class Agent:
 
     async def run(self) -> int:
         with self._events.libraries():
+            if self._config.socket_retry_s > 0:
+                transports = await self._await_transports()
+                if transports is None:
+                    self._events.info("stopped")
+                    return 0
+                opened = transports
+                self._open_transports = lambda _config, _events: opened
             return await self._serve(self._build())
+
+    async def _await_transports(self) -> Mapping[int, Transport] | None:
+        """Open the sockets, retrying while stay-up mode waits for the node to allow them.
+
+        Meanwhile /healthz answers ok (a restart cannot help) and /readyz 503 with the reason,
+        and the reason is logged at every attempt; None when stopped before a socket opened.
+        """
+        config = self._config
+        reason = "opening ICMP sockets"
+
+        async def healthz() -> Response:
+            return Response(200, b"ok (not probing, see /readyz)\n")
+
+        async def readyz() -> Response:
+            return Response(503, f"cannot probe: {reason}\n".encode())
+
+        http: HttpServer | None = None
+        self._install_signals()
+        try:
+            while True:
+                try:
+                    return self._open_transports(config, self._events)
+                except ProbeSetupError as err:
+                    reason = str(err)
+                self._events.error(
+                    "icmp_socket_unavailable",
+                    error=reason,
+                    retry_in=f"{config.socket_retry_s:g}s",
+                    fix="grant CAP_NET_RAW (deploy/overlays/net-raw) or widen the node's "
+                    "net.ipv4.ping_group_range",
+                )
+                if http is None:
+                    http = HttpServer({"/healthz": healthz, "/readyz": readyz})
+                    try:
+                        await http.start(config.listen)
+                    except OSError as err:
+                        setting = "--prometheus" if config.prometheus else "--listen"
+                        raise ConfigError(
+                            setting, f"cannot listen on {config.listen}: {err.strerror}"
+                        ) from None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), config.socket_retry_s)
+                if self._stop.is_set():
+                    return None
+        finally:
+            if http is not None:
+                await http.close()
 
     def _build(self) -> _Pipeline:
         """Every stage, wired: discovery -> prober -> results -> telemetry -> exporters."""

@@ -92,6 +92,9 @@ class Config:
     log_measurements: bool
     window_s: float
     shutdown_timeout_s: float
+    # A DaemonSet pod that exits for want of a socket crash-loops, and its reason scrolls away:
+    # with a retry period it stays up, unready, and says why until the node allows a socket.
+    socket_retry_s: float = 0.0
     # Peers (max_peers, cross-zone sample) and per-pair histograms: numbers, or decided by the
     # cluster's size (monlat.agent.sizing); the default is explicit (every peer, histograms on).
     sizing: SizingSettings = EVERY_PEER

@@ -50,6 +50,13 @@ def _duration(setting: str, text: str) -> float:
     return parse_duration(setting, text)
 
 
+def _duration_or_off(setting: str, text: str) -> float:
+    """A duration, or 0 (any unit) for off."""
+    if text.strip().rstrip("smh").strip() in ("0", "0.0"):
+        return 0.0
+    return parse_duration(setting, text)
+
+
 def _milliseconds(setting: str, text: str) -> float:
     """A duration whose bare numbers are milliseconds (the OpenTelemetry variables' unit)."""
     return parse_duration(setting, text, default_unit="ms")
@@ -150,6 +157,9 @@ AGENT_FLAGS = (
     _Flag("--window", "MONLAT_WINDOW", "window for loss ratio and jitter", "60s", _duration),
     _Flag("--shutdown-timeout", "MONLAT_SHUTDOWN_TIMEOUT", "bound on the final flush", "5s",
           _duration),
+    _Flag("--socket-retry", "MONLAT_SOCKET_RETRY", "when no ICMP socket can be opened, stay up "
+          "(healthy, not ready, saying why) and try again this often; 0: exit at once", "0s",
+          _duration_or_off),
 )  # fmt: skip
 
 
@@ -251,6 +261,7 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
         log_measurements=settings.value("--log-measurements"),
         window_s=window,
         shutdown_timeout_s=settings.value("--shutdown-timeout"),
+        socket_retry_s=settings.value("--socket-retry"),
         sizing=sizing,
         zone_labels=zone_labels,
         dual_stack=dual_stack,

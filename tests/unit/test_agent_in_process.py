@@ -159,3 +159,61 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_a_node_without_icmp_sockets_keeps_the_agent_up_unready_until_it_allows_one(
+    started: object,
+) -> None:
+    """--socket-retry: no crash loop; /healthz ok, /readyz says why, the log says how to fix it,
+    and probing starts by itself once a socket opens."""
+    from monlat.agent.probe.sockets import ProbeSetupError
+
+    port = free_port()
+    network = FakeNetwork({"10.0.0.2": 2.0})
+    refusals = {"left": 2}
+
+    def transports(config: object, events: object) -> object:
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise ProbeSetupError(
+                "cannot open an ICMPv4 socket: raw socket refused (no CAP_NET_RAW)"
+            )
+        return network.transports(config, events)  # type: ignore[arg-type]
+
+    agent = RunningAgent(
+        ["--node-name", "a", "--peers", "b=10.0.0.2", "--prometheus", f"127.0.0.1:{port}",
+         "--socket-retry", "300ms", *FAST],
+        network, {},
+    )  # fmt: skip
+    agent.agent._open_transports = transports  # type: ignore[assignment]
+    agent.task = asyncio.create_task(agent.agent.run())
+    try:
+        await until(lambda: _answers(port), timeout=10, what="the waiting agent listening")
+        status, body = await get(port, "/readyz")
+        assert status == 503 and "cannot probe: cannot open an ICMPv4 socket" in body
+        assert (await get(port, "/healthz"))[0] == 200
+        [first, *_] = agent.events("icmp_socket_unavailable")
+        assert "level=error" in first and "retry_in=0.3s" in first and "CAP_NET_RAW" in first
+        await until(lambda: _ready(port), timeout=10, what="ready once a socket opened")
+        assert len(agent.events("icmp_socket_unavailable")) == 2
+
+        async def measured() -> bool:
+            samples = parse_exposition((await get(port, "/metrics"))[1])
+            return any(name == "latency_between_nodes" for name, _, _ in samples)
+
+        await until(measured, timeout=10, what="b measured once probing started")
+    finally:
+        agent.agent.request_stop()
+        assert await asyncio.wait_for(agent.task, 10) == 0
+
+
+async def _answers(port: int) -> bool:
+    with contextlib.suppress(OSError):
+        return (await get(port, "/healthz"))[0] == 200
+    return False
+
+
+async def _ready(port: int) -> bool:
+    with contextlib.suppress(OSError):
+        return (await get(port, "/readyz"))[0] == 200
+    return False
