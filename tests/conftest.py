@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.support.lab.fixtures",
     "tests.support.collector",
     "tests.support.control_plane",
+    "tests.support.cluster.fixtures",
 ]
 
 
@@ -32,7 +33,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # Prometheus, promtool, podman); tests/cluster a real API server. Both of the latter are e2e.
 _E2E_TIERS = ("lab", "cluster")
 # What only those tiers may use: a unit test asking for one belongs in another folder.
-_E2E_FIXTURES = {"lab_factory", "collector", "collector_bin", "mesh", "lab", "api", "control_plane"}
+_E2E_FIXTURES = {
+    "lab_factory", "collector", "collector_bin", "mesh", "lab", "api", "control_plane",
+    "lab_cluster",
+}  # fmt: skip
 _TESTS = Path(__file__).resolve().parent
 
 
