@@ -176,6 +176,14 @@ def test_generated_manifests_are_fresh() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_the_helm_templates_are_generated_from_the_current_base() -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "deploy" / "helm" / "render.py"), "--check"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # What the manifests say
 # ---------------------------------------------------------------------------------------------
