@@ -10,6 +10,8 @@ from typing import Any
 from tests.support.agent_process import parse_exposition
 from tests.support.cluster.cluster import LabCluster
 from tests.support.cluster.fixtures import NODES, installed
+from tests.support.cluster.otlp_sink import OtlpSink
+from tests.support.lab import netns as ns
 from tests.support.ports import free_port
 from tests.support.prometheus_server import PrometheusServer
 from tests.support.waiting import wait_until
@@ -50,6 +52,33 @@ def assert_pairs_match_links(cluster: LabCluster, pairs: dict[Any, float]) -> No
         assert expected - 0.1 <= value <= expected + tolerance_ms(cluster), (
             f"{source}->{target}: {value} ms, emulated {expected} ms"
         )
+
+
+def every_pair(cluster: LabCluster, timeout: float = 90) -> dict[Any, float]:
+    """Wait until the collector serves all 6 ordered pairs, through its Service, from n1."""
+    service = cluster.service_ip("monlat", "monlat")
+    pairs: dict[Any, float] = wait_until(
+        lambda: (
+            (found := latency(cluster, "n1", service)) and {k[:2] for k in found} == PAIRS and found
+        ),
+        timeout=timeout,
+        what="all 6 ordered pairs on the collector's :9090",
+        interval=1,
+        ignore=(OSError,),
+    )
+    return pairs
+
+
+def agent_pods(cluster: LabCluster) -> list[dict[str, Any]]:
+    pods: list[dict[str, Any]] = cluster.kubectl_json(
+        "-n", "monlat", "get", "pods", "-l", "app.kubernetes.io/name=monlat-agent"
+    )["items"]
+    return pods
+
+
+def set_ping_group_range(cluster: LabCluster, value: str) -> None:
+    for node in NODES:
+        ns.write_sysctl(cluster.lab.netns(node), "net.ipv4.ping_group_range", value)
 
 
 def test_default_install_measures_every_pair_through_the_collector(
@@ -97,12 +126,141 @@ def test_default_install_measures_every_pair_through_the_collector(
         assert {(r["metric"]["from"], r["metric"]["to"]) for r in scraped} == PAIRS  # type: ignore[index]
 
         # Every agent prints the original's lines, for each of its peers.
-        for pod in lab_cluster.kubectl_json(
-            "-n", "monlat", "get", "pods", "-l", "app.kubernetes.io/name=monlat-agent"
-        )["items"]:
+        for pod in agent_pods(lab_cluster):
             node = pod["spec"]["nodeName"]
             logs = lab_cluster.kubectl("-n", "monlat", "logs", pod["metadata"]["name"]).stdout
             lines = {(m.group(1), m.group(2)) for m in SEED_LINE.finditer(logs)}
             assert lines == {(node, peer) for peer in NODES if peer != node}, logs[-2000:]
             assert "event=icmp_socket family=ipv4 kind=dgram" in logs
             assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_the_socket_choice_on_nodes_with_the_kernel_default_ping_group_range(
+    lab_cluster: LabCluster,
+) -> None:
+    """Default DaemonSet on "1 0" nodes: up, unready, saying why, no restarts; it starts by
+    itself once the range is widened; the NET_RAW overlay measures on "1 0" nodes."""
+    set_ping_group_range(lab_cluster, "1 0")
+    try:
+        with installed(lab_cluster, lab_cluster.kustomization("deploy/k8s")):
+            rollout(lab_cluster, "deployment/monlat")
+
+            def waiting_pods() -> list[dict[str, Any]]:
+                pods = agent_pods(lab_cluster)
+                logs = [
+                    lab_cluster.kubectl("-n", "monlat", "logs", p["metadata"]["name"],
+                                        check=False).stdout
+                    for p in pods
+                ]  # fmt: skip
+                return (
+                    pods
+                    if len(pods) == 3
+                    and all("event=icmp_socket_unavailable" in log for log in logs)
+                    else []
+                )
+
+            pods = wait_until(waiting_pods, timeout=120, what="3 agents saying why", interval=2)
+            log = lab_cluster.kubectl("-n", "monlat", "logs", pods[0]["metadata"]["name"]).stdout
+            assert "level=error event=icmp_socket_unavailable" in log
+            assert "net.ipv4.ping_group_range is 1 0" in log and "CAP_NET_RAW" in log
+            assert "deploy/overlays/net-raw" in log
+            # Running, alive, not ready, never restarted: no crash loop hides the reason.
+            for pod in agent_pods(lab_cluster):
+                status = pod["status"]["containerStatuses"][0]
+                assert "running" in status["state"], status
+                assert status["ready"] is False and status["restartCount"] == 0, status
+            status = lab_cluster.kubectl_json("-n", "monlat", "get", "daemonset", "monlat-agent")
+            assert status["status"].get("numberReady", 0) == 0
+
+            # The node allows the datagram socket: the same pods start probing, no restart.
+            set_ping_group_range(lab_cluster, "0 2147483647")
+            every_pair(lab_cluster, timeout=150)
+            rollout(lab_cluster, "daemonset/monlat-agent")
+            assert all(
+                p["status"]["containerStatuses"][0]["restartCount"] == 0
+                for p in agent_pods(lab_cluster)
+            )
+
+        set_ping_group_range(lab_cluster, "1 0")
+        with installed(lab_cluster, lab_cluster.kustomization("deploy/overlays/net-raw")):
+            rollout(lab_cluster, "daemonset/monlat-agent", "deployment/monlat")
+            assert_pairs_match_links(lab_cluster, every_pair(lab_cluster))
+            for pod in agent_pods(lab_cluster):
+                log = lab_cluster.kubectl("-n", "monlat", "logs", pod["metadata"]["name"]).stdout
+                assert "event=icmp_socket family=ipv4 kind=raw" in log, log[-1500:]
+    finally:
+        set_ping_group_range(lab_cluster, "0 2147483647")
+
+
+def test_pod_network_agents_probe_pod_addresses_under_restricted_pod_security(
+    lab_cluster: LabCluster,
+) -> None:
+    """deploy/overlays/pod-network: agents in pods (CNI addresses), their own sysctl accepted by
+    the kubelet, series network="pod", and pods that Pod Security "restricted" admits."""
+    with installed(lab_cluster, lab_cluster.kustomization("deploy/overlays/pod-network")):
+        rollout(
+            lab_cluster,
+            "daemonset/monlat-agent",
+            "daemonset/monlat-agent-pod-network",
+            "deployment/monlat",
+        )
+        pods = lab_cluster.kubectl_json(
+            "-n", "monlat", "get", "pods", "-l", "app.kubernetes.io/name=monlat-agent-pod-network"
+        )["items"]
+        assert len(pods) == 3
+        for pod in pods:
+            index = NODES.index(pod["spec"]["nodeName"])
+            assert pod["status"]["podIP"].startswith(f"10.244.{index + 1}."), pod["status"]
+            log = lab_cluster.kubectl("-n", "monlat", "logs", pod["metadata"]["name"]).stdout
+            # The pod's own range, set by the kubelet from the manifest's sysctl.
+            assert "ping_group_range 65532 65532 includes group 65532" in log, log[-1500:]
+
+        service = lab_cluster.service_ip("monlat", "monlat")
+        pairs = wait_until(
+            lambda: (
+                found := {
+                    k[:2]: v for k, v in latency(lab_cluster, "n2", service).items()
+                    if k[2] == "pod"
+                }
+            ) and set(found) == PAIRS and found,
+            timeout=120,
+            what='6 pairs with network="pod"',
+            interval=1,
+            ignore=(OSError,),
+        )  # fmt: skip
+        assert_pairs_match_links(lab_cluster, pairs)
+
+        # What "restricted" would refuse among the running pods: the API server's own check.
+        proc = lab_cluster.kubectl(
+            "label", "--dry-run=server", "--overwrite", "namespace", "monlat",
+            "pod-security.kubernetes.io/enforce=restricted",
+        )  # fmt: skip
+        violations = proc.stderr
+        assert "monlat-agent-pod-network" not in violations, violations
+        assert "monlat-agent-" in violations  # the host-network agents are, as documented
+
+
+def test_the_collector_forwards_to_an_otlp_backend(lab_cluster: LabCluster) -> None:
+    """deploy/overlays/otlp-backend with the Secret the README describes, to a sink on n3."""
+    sink = OtlpSink(lab_cluster, "n3", port=4318)
+    try:
+        lab_cluster.kubectl("create", "namespace", "monlat")
+        lab_cluster.kubectl(
+            "-n", "monlat", "create", "secret", "generic", "monlat-backend",
+            f"--from-literal=OTLP_BACKEND_ENDPOINT=http://{lab_cluster.lab.address('n3')}:4318",
+            "--from-literal=OTLP_BACKEND_AUTH_HEADER=Bearer lab-token",
+        )  # fmt: skip
+        with installed(lab_cluster, lab_cluster.kustomization("deploy/overlays/otlp-backend")):
+            rollout(lab_cluster, "daemonset/monlat-agent", "deployment/monlat")
+            every_pair(lab_cluster)
+            forwarded = wait_until(
+                lambda: {k for k in sink.latency_pairs()} == PAIRS and sink.latency_pairs(),
+                timeout=90,
+                what="6 pairs forwarded to the OTLP sink",
+                interval=1,
+            )
+            assert len(forwarded) == 6
+            assert sink.authorizations == {"Bearer lab-token"}
+    finally:
+        sink.close()
+        lab_cluster.kubectl("delete", "namespace", "monlat", "--ignore-not-found", check=False)

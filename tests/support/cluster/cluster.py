@@ -40,7 +40,7 @@ from tests.support.lab import Lab, Link
 from tests.support.lab import netns as ns
 from tests.support.lab.fixtures import skip_or_fail
 
-from .images import LabImages, build_lab_images
+from .images import LabImages, build_lab_images, save
 from .node import CLUSTER_DNS_IP, LabNode, NodeCgroup, remove_tree, spawn, stop, tail
 
 REPO = Path(__file__).resolve().parents[3]
@@ -183,29 +183,51 @@ class LabCluster:
         self._management_network()
         self.control_plane.boot()
         self._start_controllers()
-        for index, name in enumerate(self.lab.nodes):
-            node = LabNode(
-                name=name,
-                netns=self.lab.netns(name),
-                address=self.lab.address(name),
-                pod_cidr=pod_cidr(index),
-                root=self.root / "nodes" / name,
-                cgroup=NodeCgroup(f"{self.root.name}-{name}"),
-                k8s_bin=self.binaries.k8s,
-                runtime_bin=self.binaries.runtime,
-                kubeconfig=self.control_plane.kubeconfig,
-            )
-            node.root.mkdir(parents=True, exist_ok=True)
-            (node.root / "cgroup").write_text(node.cgroup.name)
-            node.cgroup.create()
-            node.write_config(self.images.pause)
-            self.nodes[name] = node
-            node.start_containerd()
-            node.import_images(self.images.archives)
-            node.start_kubelet()
-            node.start_kube_proxy()
+        for name in self.lab.nodes:
+            self.add_node(name, wait=False)
         self.wait_nodes_ready(timeout=180)
         self._install_dns()
+
+    def add_node(self, name: str, *, wait: bool = True) -> LabNode:
+        """Start a fresh node in lab namespace ``name``: containerd, images, kubelet, kube-proxy.
+
+        The kubelet registers the Node itself; with ``wait``, until it is Ready.
+        """
+        index = self.lab.nodes.index(name)
+        node = LabNode(
+            name=name,
+            netns=self.lab.netns(name),
+            address=self.lab.address(name),
+            pod_cidr=pod_cidr(index),
+            root=self.root / "nodes" / name,
+            cgroup=NodeCgroup(f"{self.root.name}-{name}"),
+            k8s_bin=self.binaries.k8s,
+            runtime_bin=self.binaries.runtime,
+            kubeconfig=self.control_plane.kubeconfig,
+        )
+        node.root.mkdir(parents=True, exist_ok=True)
+        (node.root / "cgroup").write_text(node.cgroup.name)
+        node.cgroup.create()
+        node.write_config(self.images.pause)
+        self.nodes[name] = node
+        node.start_containerd()
+        node.import_images(self.images.archives)
+        node.start_kubelet()
+        node.start_kube_proxy()
+        if wait:
+            self.wait_nodes_ready(timeout=180, names=[name])
+        return node
+
+    def power_off(self, name: str) -> None:
+        """The machine goes away: every process of the node (its pods too) is killed and its
+        files removed. The Node object stays until someone deletes it, as in a real cluster."""
+        self.nodes.pop(name).destroy()
+
+    def import_image(self, ref: str) -> None:
+        """Save ``ref`` (a podman image) and import it into every node's containerd."""
+        archive = save(ref, self.root / "images")
+        for node in self.nodes.values():
+            node.import_images([archive])
 
     def _management_network(self) -> None:
         host_cmds = [

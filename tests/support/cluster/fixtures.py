@@ -44,8 +44,18 @@ def installed(
         cluster.kubectl("delete", "-k", str(kustomization), "--wait=true", "--timeout=120s",
                         "--ignore-not-found", timeout=180, check=False)  # fmt: skip
         wait_until(
-            lambda: cluster.kubectl("get", "namespace", namespace, check=False).returncode != 0,
+            lambda: (
+                not cluster.kubectl(
+                    "get",
+                    "namespace,clusterrole,clusterrolebinding",
+                    "-l",
+                    "app.kubernetes.io/part-of=monlat",
+                    "-o",
+                    "name",
+                ).stdout.strip()
+                and cluster.kubectl("get", "namespace", namespace, check=False).returncode != 0
+            ),
             timeout=120,
-            what=f"namespace {namespace} gone after kubectl delete -k",
+            what=f"namespace {namespace} and monlat's cluster-wide objects gone after delete -k",
             interval=1,
         )
