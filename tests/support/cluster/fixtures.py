@@ -1,4 +1,4 @@
-"""pytest: ``lab_cluster``, one three-node cluster for the whole run (about a minute to boot).
+"""pytest: ``lab_cluster``, one three-node cluster for tests/cluster (about a minute to boot).
 
 The links have distinct RTTs (:data:`LINKS`), so every pair's figure says which path it came
 from. Tests install monlat, check it and uninstall it again (:func:`installed`); the cluster
@@ -26,7 +26,9 @@ LINKS = {
 }
 
 
-@pytest.fixture(scope="session", name="lab_cluster")
+# Package scope: torn down when tests/cluster is done, so that its kubelets and containerds do
+# not load the machine under the timing-sensitive lab tests that follow.
+@pytest.fixture(scope="package", name="lab_cluster")
 def lab_cluster_fixture() -> Iterator[LabCluster]:
     with LabCluster.launch(NODES, links=LINKS) as cluster:
         yield cluster

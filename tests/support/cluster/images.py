@@ -61,6 +61,7 @@ def save(ref: str, cache: Path) -> Path:
     """``ref`` as a docker archive, kept per image id (a rebuilt image gets a new file)."""
     image_id = images.image_id(ref)
     assert image_id, f"no image {ref}"
+    cache.mkdir(parents=True, exist_ok=True)
     archive = cache / f"{ref.replace('/', '_').replace(':', '_')}-{image_id[:12]}.tar"
     if not archive.exists():
         for stale in cache.glob(f"{ref.replace('/', '_').replace(':', '_')}-*.tar"):
