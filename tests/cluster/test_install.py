@@ -85,54 +85,47 @@ def test_default_install_measures_every_pair_through_the_collector(
     lab_cluster: LabCluster, tmp_path: Path
 ) -> None:
     with installed(lab_cluster, lab_cluster.kustomization("deploy/k8s")):
-        rollout(lab_cluster, "daemonset/monlat-agent", "deployment/monlat")
-        daemonset = lab_cluster.kubectl_json("-n", "monlat", "get", "daemonset", "monlat-agent")
-        assert daemonset["status"]["numberReady"] == len(NODES), daemonset["status"]
+        assert_the_default_install_works(lab_cluster, tmp_path)
 
-        service = lab_cluster.service_ip("monlat", "monlat")
-        pairs = wait_until(
-            lambda: (
-                (found := latency(lab_cluster, "n1", service))
-                and {k[:2] for k in found} == PAIRS
-                and found
-            ),
-            timeout=90,
-            what="all 6 ordered pairs on the collector's :9090",
+
+def assert_the_default_install_works(lab_cluster: LabCluster, tmp_path: Path) -> None:
+    """The first scenario, for any way of installing the defaults (kustomize, Helm)."""
+    rollout(lab_cluster, "daemonset/monlat-agent", "deployment/monlat")
+    daemonset = lab_cluster.kubectl_json("-n", "monlat", "get", "daemonset", "monlat-agent")
+    assert daemonset["status"]["numberReady"] == len(NODES), daemonset["status"]
+
+    service = lab_cluster.service_ip("monlat", "monlat")
+    pairs = every_pair(lab_cluster)
+    assert len(pairs) == 6, pairs
+    assert_pairs_match_links(lab_cluster, pairs)
+
+    # The Debian Prometheus, in node n1, scrapes the collector through its Service.
+    prometheus = PrometheusServer(
+        tmp_path,
+        f"{service}:9090",
+        port=free_port(),
+        prefix=("nsenter", f"--net=/var/run/netns/{lab_cluster.lab.netns('n1')}", "--"),
+        connect=lab_cluster.connect("n1"),
+    )
+    try:
+        scraped = wait_until(
+            lambda: (rows := prometheus.query("latency_between_nodes")) and len(rows) == 6 and rows,
+            timeout=60,
+            what="Prometheus holding 6 latency_between_nodes series",
             interval=1,
-            ignore=(OSError,),
         )
-        assert len(pairs) == 6, pairs
-        assert_pairs_match_links(lab_cluster, pairs)
+    finally:
+        prometheus.stop()
+    assert {(r["metric"]["from"], r["metric"]["to"]) for r in scraped} == PAIRS  # type: ignore[index]
 
-        # The Debian Prometheus, in node n1, scrapes the collector through its Service.
-        prometheus = PrometheusServer(
-            tmp_path,
-            f"{service}:9090",
-            port=free_port(),
-            prefix=("nsenter", f"--net=/var/run/netns/{lab_cluster.lab.netns('n1')}", "--"),
-            connect=lab_cluster.connect("n1"),
-        )
-        try:
-            scraped = wait_until(
-                lambda: (
-                    (rows := prometheus.query("latency_between_nodes")) and len(rows) == 6 and rows
-                ),
-                timeout=60,
-                what="Prometheus holding 6 latency_between_nodes series",
-                interval=1,
-            )
-        finally:
-            prometheus.stop()
-        assert {(r["metric"]["from"], r["metric"]["to"]) for r in scraped} == PAIRS  # type: ignore[index]
-
-        # Every agent prints the original's lines, for each of its peers.
-        for pod in agent_pods(lab_cluster):
-            node = pod["spec"]["nodeName"]
-            logs = lab_cluster.kubectl("-n", "monlat", "logs", pod["metadata"]["name"]).stdout
-            lines = {(m.group(1), m.group(2)) for m in SEED_LINE.finditer(logs)}
-            assert lines == {(node, peer) for peer in NODES if peer != node}, logs[-2000:]
-            assert "event=icmp_socket family=ipv4 kind=dgram" in logs
-            assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+    # Every agent prints the original's lines, for each of its peers.
+    for pod in agent_pods(lab_cluster):
+        node = pod["spec"]["nodeName"]
+        logs = lab_cluster.kubectl("-n", "monlat", "logs", pod["metadata"]["name"]).stdout
+        lines = {(m.group(1), m.group(2)) for m in SEED_LINE.finditer(logs)}
+        assert lines == {(node, peer) for peer in NODES if peer != node}, logs[-2000:]
+        assert "event=icmp_socket family=ipv4 kind=dgram" in logs
+        assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
 
 
 def test_the_socket_choice_on_nodes_with_the_kernel_default_ping_group_range(

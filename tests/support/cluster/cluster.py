@@ -51,6 +51,26 @@ ROOT_PREFIX = "/tmp/mltc-"  # short: containerd's socket paths must fit in 108 b
 CACHE = Path(os.environ.get("MONLAT_CACHE") or Path.home() / ".cache" / "monlat")
 
 
+# What a kubelet sets on the host when it starts (protectKernelDefaults false, the default):
+# put back when the cluster is closed, since the "nodes" share the test machine's kernel.
+KUBELET_HOST_SYSCTLS = (
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+)
+
+
+def read_host_sysctls() -> dict[str, str]:
+    values = {}
+    for key in KUBELET_HOST_SYSCTLS:
+        with contextlib.suppress(OSError):
+            values[key] = Path("/proc/sys", key).read_text().strip()
+    return values
+
+
 def mgmt_address(index: int) -> str:
     return f"10.201.0.{10 + index}"
 
@@ -138,6 +158,7 @@ class LabCluster:
     control_plane: ControlPlane
     nodes: dict[str, LabNode] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    host_sysctls: dict[str, str] = field(default_factory=read_host_sysctls)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -322,6 +343,9 @@ class LabCluster:
             self.lab.close()
         subprocess.run(["ip", "link", "del", MGMT_BRIDGE], capture_output=True, check=False)
         remove_tree(self.root)
+        for key, value in self.host_sysctls.items():
+            with contextlib.suppress(OSError):
+                Path("/proc/sys", key).write_text(value)
 
     # -- health -------------------------------------------------------------------------------
 
