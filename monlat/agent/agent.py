@@ -211,14 +211,7 @@ class Agent:
                     "net.ipv4.ping_group_range",
                 )
                 if http is None:
-                    http = HttpServer({"/healthz": healthz, "/readyz": readyz})
-                    try:
-                        await http.start(config.listen)
-                    except OSError as err:
-                        setting = "--prometheus" if config.prometheus else "--listen"
-                        raise ConfigError(
-                            setting, f"cannot listen on {config.listen}: {err.strerror}"
-                        ) from None
+                    http = await self._listen({"/healthz": healthz, "/readyz": readyz})
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), config.socket_retry_s)
                 if self._stop.is_set():
@@ -282,14 +275,7 @@ class Agent:
                 return False, "waiting for peers"
             return source.ready()
 
-        http = HttpServer(self._routes(pipeline.export, pipeline.prober, ready))
-        try:
-            await http.start(config.listen)
-        except OSError as err:
-            setting = "--prometheus" if config.prometheus else "--listen"
-            raise ConfigError(
-                setting, f"cannot listen on {config.listen}: {err.strerror}"
-            ) from None
+        http = await self._listen(self._routes(pipeline.export, pipeline.prober, ready))
         self._install_signals()
         self._events.info(
             "started",
@@ -326,6 +312,19 @@ class Agent:
             return 1
         self._events.info("stopped")
         return 0
+
+    async def _listen(self, routes: dict[str, Handler]) -> HttpServer:
+        """The HTTP listener, bound now: a port in use is a setting's error, not a traceback."""
+        config = self._config
+        http = HttpServer(routes)
+        try:
+            await http.start(config.listen)
+        except OSError as err:
+            setting = "--prometheus" if config.prometheus else "--listen"
+            raise ConfigError(
+                setting, f"cannot listen on {config.listen}: {err.strerror}"
+            ) from None
+        return http
 
     def _publish(self, pipeline: _Pipeline, peers: PeerMap) -> None:
         """Discovery's new peer set: size the mesh for it, choose peers, re-label, re-target."""

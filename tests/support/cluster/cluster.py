@@ -118,16 +118,6 @@ def find_cluster_binaries() -> ClusterBinaries:
 # --- leftovers ------------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def cleanup_stale() -> None:
     """Remove what a cluster of a test process that no longer runs left behind."""
     for root in Path("/tmp").glob("mltc-*"):
@@ -135,13 +125,13 @@ def cleanup_stale() -> None:
             pid = int(root.name.removeprefix("mltc-"))
         except ValueError:
             continue
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or ns.pid_alive(pid):
             continue
         for state in root.glob("nodes/*/cgroup"):
             NodeCgroup(state.read_text().strip()).destroy()
         remove_tree(root)
     if not any(
-        _pid_alive(int(r.name[5:])) for r in Path("/tmp").glob("mltc-*") if r.name[5:].isdigit()
+        ns.pid_alive(int(r.name[5:])) for r in Path("/tmp").glob("mltc-*") if r.name[5:].isdigit()
     ):
         subprocess.run(["ip", "link", "del", MGMT_BRIDGE], capture_output=True, check=False)
 

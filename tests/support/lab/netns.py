@@ -92,7 +92,7 @@ def kill_netns_processes(name: str, timeout: float = 3.0) -> None:
         time.sleep(0.05)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -108,7 +108,7 @@ def cleanup_stale() -> list[str]:
     removed = []
     for name in list_netns():
         m = _STALE_RE.match(name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             try:
                 kill_netns_processes(name)
                 delete_netns(name)
