@@ -251,7 +251,8 @@ state = '{state}'
             ],
         }
         (self.root / "cni" / "net.d" / "10-monlat-lab.conflist").write_text(json.dumps(conflist))
-        (self.root / "resolv.conf").write_text("nameserver 192.0.2.53\n")  # nothing upstream
+        # CoreDNS forwards nothing (no outside network); TEST-NET-2 is never on a test machine.
+        (self.root / "resolv.conf").write_text("nameserver 198.51.100.53\n")
         kubelet: dict[str, Any] = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
