@@ -13,7 +13,6 @@ pytest_plugins = [
     "tests.support.lab.fixtures",
     "tests.support.collector",
     "tests.support.control_plane",
-    "tests.support.cluster.fixtures",
 ]
 
 

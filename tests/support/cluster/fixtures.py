@@ -1,4 +1,7 @@
-"""pytest: ``lab_cluster``, one three-node cluster for tests/cluster (about a minute to boot).
+"""pytest support for the lab cluster: its nodes and links, and :func:`installed`.
+
+The ``lab_cluster`` fixture itself lives in tests/cluster/conftest.py: a package-scoped fixture
+is torn down at the end of the package that defines it, and it must go before tests/lab runs.
 
 The links have distinct RTTs (:data:`LINKS`), so every pair's figure says which path it came
 from. Tests install monlat, check it and uninstall it again (:func:`installed`); the cluster
@@ -11,8 +14,6 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.support.lab import Link
 from tests.support.waiting import wait_until
 
@@ -24,14 +25,6 @@ ONE_WAY_MS = {("n1", "n2"): 1.0, ("n1", "n3"): 2.0, ("n2", "n3"): 3.0}
 LINKS = {
     pair: Link(delay_ms=delay) for (a, b), delay in ONE_WAY_MS.items() for pair in ((a, b), (b, a))
 }
-
-
-# Package scope: torn down when tests/cluster is done, so that its kubelets and containerds do
-# not load the machine under the timing-sensitive lab tests that follow.
-@pytest.fixture(scope="package", name="lab_cluster")
-def lab_cluster_fixture() -> Iterator[LabCluster]:
-    with LabCluster.launch(NODES, links=LINKS) as cluster:
-        yield cluster
 
 
 @contextlib.contextmanager
