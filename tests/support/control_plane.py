@@ -648,7 +648,14 @@ def control_plane_binaries_fixture() -> Path:
 
 @pytest.fixture(scope="session", name="control_plane_session")
 def control_plane_session_fixture(control_plane_binaries: Path) -> Iterator[ControlPlane]:
-    """One control plane for the whole run (its directory is removed afterwards, unless
+    """One control plane for the whole run; tests/cluster/conftest.py narrows it to that folder."""
+    with shared_control_plane(control_plane_binaries) as instance:
+        yield instance
+
+
+@contextlib.contextmanager
+def shared_control_plane(control_plane_binaries: Path) -> Iterator[ControlPlane]:
+    """A control plane in a temporary directory, removed afterwards (unless
     MONLAT_KEEP_CONTROL_PLANE_DIR=1)."""
     root = Path(tempfile.mkdtemp(prefix="monlat-control-plane-"))
     try:
