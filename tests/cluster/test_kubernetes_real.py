@@ -41,6 +41,7 @@ from tests.support.api_relay import ApiRelay
 from tests.support.control_plane import ControlPlane, node_object, write_kubeconfig
 from tests.support.lab import Lab, Link
 from tests.support.lab.fixtures import skip_or_fail
+from tests.support.lab.rtt import rtt_ok
 from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +64,6 @@ LINKS = {
     ("n2", "n3"): Link(delay_ms=2.5), ("n3", "n2"): Link(delay_ms=4.5),
 }  # fmt: skip
 DEFAULT_LINK = Link(delay_ms=0.5)  # to and from the spare node: 1 ms RTT
-TOLERANCE_MS = (0.05, 1.5)  # below, above the emulated RTT
 
 Samples = list[tuple[str, dict[str, str], float]]
 
@@ -512,16 +512,11 @@ class Cluster:
             def measured(samples: Samples, node: str = node, wanted: set[str] = wanted) -> bool:
                 latency = series(samples, "latency_between_nodes")
                 return set(latency) == wanted and all(
-                    in_tolerance(latency[peer], self.lab.expected_rtt_ms(node, peer))
-                    for peer in wanted
+                    rtt_ok(latency[peer], self.lab.expected_rtt_ms(node, peer)) for peer in wanted
                 )
 
             scrapes[node] = self.agents[node].wait_for(measured, timeout)
         return scrapes
-
-
-def in_tolerance(value: float, expected: float) -> bool:
-    return expected - TOLERANCE_MS[0] <= value <= expected + TOLERANCE_MS[1]
 
 
 @pytest.fixture(name="cluster")
@@ -764,7 +759,7 @@ def test_pod_network_agents_find_each_other_through_their_pods(cluster: Cluster)
         samples = agent.wait_for(lambda s, wanted=wanted: set(pod_series(s)) == wanted, timeout=20)  # type: ignore[misc]
         latency = pod_series(samples)
         for peer in wanted:
-            assert in_tolerance(latency[peer], cluster.lab.expected_rtt_ms(node, peer)), (
+            assert rtt_ok(latency[peer], cluster.lab.expected_rtt_ms(node, peer)), (
                 node, peer, latency,
             )  # fmt: skip
         assert all(
