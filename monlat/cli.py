@@ -1,12 +1,15 @@
-"""Command line entry point: parse, run, and turn bad input into one line and exit status 2."""
+"""Command line entry point: parse, run, and turn bad input into one line and exit status 2
+(a logfmt event from `agent`, `monlat: error: …` from the operator commands)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
+from monlat.agent.logs import EventLog, route_libraries
 from monlat.agent.probe.sockets import ProbeSetupError
 from monlat.agent.settings import build_parser, parse_agent_config
 from monlat.common.errors import ConfigError
@@ -44,17 +47,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "-h" in rest or "--help" in rest:
         build_parser().parse_args(["agent", "--help"])
         return 0
+    return _agent_command(rest)
+
+
+def _agent_command(rest: list[str]) -> int:
+    """Every line the agent writes to stderr is logfmt, its start-up errors included."""
+    events = EventLog(sys.stderr)
+    # gRPC's C core writes its own unformatted lines to stderr (a failed TLS handshake, at
+    # INFO); the exporter's logged record carries the same detail. GRPC_VERBOSITY=info brings
+    # them back for debugging gRPC itself.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         config = parse_agent_config(rest, os.environ)
         from monlat.agent.agent import Agent
 
-        return asyncio.run(Agent(config).run())
+        # For the process's lifetime: the SDK logs from its exit hooks too.
+        route_libraries(sys.stderr, config.log_level)
+        return asyncio.run(Agent(config, route_libraries=False).run())
     except ConfigError as err:
-        return _fail(str(err), EXIT_USAGE)
+        events.error("config_error", setting=err.setting, error=err.problem)
+        return EXIT_USAGE
     except ProbeSetupError as err:
-        return _fail(str(err), EXIT_SETUP)
+        events.error("icmp_socket_unavailable", error=str(err))
+        return EXIT_SETUP
     except KeyboardInterrupt:
         return 130
+    except Exception as err:  # a defect: still one line, the traceback a field of it
+        events.error("crashed", error=repr(err), traceback="".join(traceback.format_exception(err)))
+        return EXIT_SETUP
 
 
 def _operator_command(command: str, rest: list[str]) -> int:

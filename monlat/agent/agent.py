@@ -158,11 +158,15 @@ class Agent:
         stdout: TextIO = sys.stdout,
         stderr: TextIO = sys.stderr,
         transports: TransportFactory | None = None,
+        route_libraries: bool = True,
     ) -> None:
         self._config = config
+        # The libraries' records go to `stderr` while `run` runs; the command line routes them
+        # for the whole process instead (the SDK still logs from exit hooks after `run`).
+        self._route_libraries = route_libraries
         # The ICMP sockets by default; tests without root inject an in-memory network.
         self._open_transports = transports or open_transports
-        self._events = EventLog(stderr)
+        self._events = EventLog(stderr, config.log_level)
         self._stdout = stdout
         self._peers: PeerMap = {}
         self._published = False
@@ -170,7 +174,8 @@ class Agent:
         self._stop = asyncio.Event()
 
     async def run(self) -> int:
-        with self._events.libraries():
+        routed = self._events.libraries() if self._route_libraries else contextlib.nullcontext()
+        with routed:
             if self._config.socket_retry_s > 0:
                 transports = await self._await_transports()
                 if transports is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,19 @@ class Config:
     # A `network` label on every series (e.g. "pod" for the pod-network DaemonSet), so that
     # two agents on one node measuring different paths stay apart.
     network_label: str | None = None
+    # The events' threshold (a logging level); at DEBUG the libraries' own records show too.
+    log_level: int = logging.INFO
+
+
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+              "warning": logging.WARNING, "error": logging.ERROR}  # fmt: skip
+
+
+def parse_log_level(setting: str, text: str) -> int:
+    try:
+        return LOG_LEVELS[text.strip().lower()]
+    except KeyError:
+        raise ConfigError(setting, f"expected debug, info, warn or error, got {text!r}") from None
 
 
 def parse_listen(setting: str, text: str) -> ListenAddress:

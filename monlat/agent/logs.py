@@ -97,34 +97,58 @@ class LogfmtFormatter(logging.Formatter):
         return " ".join(parts)
 
 
+def route_libraries(stream: TextIO, level: int) -> Callable[[], None]:
+    """Send what other packages log (and Python's warnings) to `stream` as logfmt, from
+    warnings up, or everything when `level` is DEBUG; returns the undo."""
+    # The libraries' INFO is chatter (the Kubernetes client's every request at DEBUG); what an
+    # operator needs from them is their warnings and errors.
+    threshold = logging.DEBUG if level <= logging.DEBUG else max(level, logging.WARNING)
+    root = logging.getLogger()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(LogfmtFormatter())
+    handler.setLevel(threshold)
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(min(previous, threshold))
+    logging.captureWarnings(True)
+
+    def undo() -> None:
+        logging.captureWarnings(False)
+        root.setLevel(previous)
+        root.removeHandler(handler)
+
+    return undo
+
+
 class EventLog:
-    """The agent's events through stdlib logging, as logfmt on `stream`.
+    """The agent's events through stdlib logging, as logfmt on `stream`, from `level` up.
 
     Each EventLog has a logger of its own (not registered by name), so two agents in one
     process (the tests) never write to each other's stream; `libraries()` routes what other
-    packages log, from warnings up, to the same stream in the same format while it is active.
+    packages log (and Python's warnings) to the same stream in the same format while it is
+    active: from warnings up, or everything at DEBUG.
     """
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, level: int = logging.INFO) -> None:
+        self._level = level
         self._handler = logging.StreamHandler(stream)
         self._handler.setFormatter(LogfmtFormatter())
-        self._logger = logging.Logger("monlat", logging.INFO)
+        self._logger = logging.Logger("monlat", level)
         self._logger.addHandler(self._handler)
 
     @contextlib.contextmanager
-    def libraries(self, level: int = logging.WARNING) -> Iterator[None]:
-        root = logging.getLogger()
-        handler = logging.StreamHandler(self._handler.stream)
-        handler.setFormatter(LogfmtFormatter())
-        handler.setLevel(level)
-        root.addHandler(handler)
+    def libraries(self) -> Iterator[None]:
+        undo = route_libraries(self._handler.stream, self._level)
         try:
             yield
         finally:
-            root.removeHandler(handler)
+            undo()
 
     def _emit(self, level: int, event: str, fields: dict[str, object]) -> None:
         self._logger.log(level, "%s", event, extra={"event": event, "fields": fields})
+
+    def debug(self, event: str, **fields: object) -> None:
+        self._emit(logging.DEBUG, event, fields)
 
     def info(self, event: str, **fields: object) -> None:
         self._emit(logging.INFO, event, fields)

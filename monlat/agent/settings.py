@@ -27,6 +27,7 @@ from monlat.agent.config import (
     parse_bool,
     parse_key_values,
     parse_listen,
+    parse_log_level,
     parse_peers,
     validate_otlp_endpoint,
 )
@@ -154,6 +155,8 @@ AGENT_FLAGS = (
           _milliseconds),
     _Flag("--log-measurements", "MONLAT_LOG_MEASUREMENTS", "print one latency_between_nodes "
           "line per reply", "true", parse_bool),
+    _Flag("--log-level", "MONLAT_LOG_LEVEL", "events from this level up: debug, info, warn or "
+          "error (at debug the libraries' own records too)", "info", parse_log_level),
     _Flag("--window", "MONLAT_WINDOW", "window for loss ratio and jitter", "60s", _duration),
     _Flag("--shutdown-timeout", "MONLAT_SHUTDOWN_TIMEOUT", "bound on the final flush", "5s",
           _duration),
@@ -259,6 +262,7 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
         otlp=otlp,
         export_interval_s=export_interval,
         log_measurements=settings.value("--log-measurements"),
+        log_level=settings.value("--log-level"),
         window_s=window,
         shutdown_timeout_s=settings.value("--shutdown-timeout"),
         socket_retry_s=settings.value("--socket-retry"),

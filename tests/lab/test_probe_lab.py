@@ -100,7 +100,10 @@ def test_forcing_raw_without_the_capability_fails_clearly(lab: Lab) -> None:
     agent = start_agent(lab, drop_net_raw=True, extra=["--socket", "raw"])
     assert agent.proc.wait(30) == 1
     agent.stop()
-    assert agent.stderr[-1].startswith("monlat: error: cannot open an ICMPv4 socket: raw")
+    assert (
+        'event=icmp_socket_unavailable error="cannot open an ICMPv4 socket: raw'
+        in (agent.stderr[-1])
+    )
     assert "Traceback" not in "\n".join(agent.stderr)
 
 
@@ -110,6 +113,8 @@ def test_no_socket_kind_available_names_both_remedies(lab: Lab) -> None:
     assert agent.proc.wait(30) == 1
     agent.stop()
     message = agent.stderr[-1]
-    assert message.startswith("monlat: error: cannot open an ICMPv4 socket")
+    assert (
+        'level=error event=icmp_socket_unavailable error="cannot open an ICMPv4 socket' in message
+    )
     assert "CAP_NET_RAW" in message and "ping_group_range" in message
     assert len([line for line in agent.stderr if "error" in line]) == 1

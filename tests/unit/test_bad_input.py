@@ -11,6 +11,7 @@ import pytest
 from monlat.agent.config import DiscoveryMode, SocketMode
 from monlat.agent.settings import parse_agent_config
 from monlat.common.errors import ConfigError
+from tests.support.logfmt import not_logfmt
 
 ENV = {"HOME": "/nonexistent-home"}
 
@@ -209,25 +210,33 @@ def test_kubernetes_mode_in_a_pod() -> None:
 @pytest.mark.parametrize(
     ("args", "env", "expected"),
     [
-        (["agent", "--interval", "soon"], {}, "monlat: error: --interval: invalid duration 'soon'"),
-        (["agent", "--nope"], {}, "monlat: error: arguments: unrecognized arguments: --nope"),
-        (["frobnicate"], {}, "monlat: error: unknown command 'frobnicate'"),
+        (["agent", "--interval", "soon"], {}, "setting=--interval error=\"invalid duration 'soon'"),
+        (["agent", "--nope"], {}, 'setting=arguments error="unrecognized arguments: --nope"'),
+        (["agent", "--log-level", "loud"], {}, 'setting=--log-level error="expected debug, info'),
         (
             ["agent", "--discovery", "kubernetes", "--node-name", "n1"],
             {"KUBECONFIG": "/nope"},
-            "monlat: error: KUBECONFIG: kubeconfig /nope not found",
+            'setting=KUBECONFIG error="kubeconfig /nope not found',
         ),
     ],
 )
-def test_cli_prints_one_line_and_exits_2(
+def test_the_agent_prints_one_logfmt_line_and_exits_2(
     args: list[str], env: dict[str, str], expected: str
 ) -> None:
     result = run_monlat(*args, env=env)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [result.stderr.strip()]
-    assert result.stderr.startswith(expected)
+    assert not not_logfmt(result.stderr.splitlines()), result.stderr
+    assert " level=error event=config_error " + expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_operator_command_prints_one_plain_line_and_exits_2() -> None:
+    result = run_monlat("frobnicate")
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("monlat: error: unknown command 'frobnicate' (try: monlat agent|"), line
 
 
 def test_unparsable_kubeconfig(tmp_path: Path) -> None:
@@ -238,7 +247,7 @@ def test_unparsable_kubeconfig(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     error_lines = [line for line in result.stderr.splitlines() if "error" in line]
     assert error_lines == [error_lines[0]]
-    assert error_lines[0].startswith("monlat: error: --kubeconfig: cannot load")
+    assert 'event=config_error setting=--kubeconfig error="cannot load' in error_lines[0]
     assert "Traceback" not in result.stderr
 
 
@@ -249,5 +258,8 @@ def test_port_in_use() -> None:
         port = busy.getsockname()[1]
         result = run_monlat("agent", "--peers", "127.0.0.1", "--prometheus", f"127.0.0.1:{port}")
     assert result.returncode == 2
-    assert f"monlat: error: --prometheus: cannot listen on 127.0.0.1:{port}: " in result.stderr
+    assert (
+        f'event=config_error setting=--prometheus error="cannot listen on 127.0.0.1:{port}: '
+        in result.stderr
+    ), result.stderr
     assert "Traceback" not in result.stderr

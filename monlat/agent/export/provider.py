@@ -82,4 +82,7 @@ def build_provider(readers: list[MetricReader], resource: Resource) -> MeterProv
         # monlat records no traces, so an exemplar could never carry anything; the reservoirs
         # would still be filled and collected for every point of every export.
         exemplar_filter=AlwaysOffExemplarFilter(),
+        # The agent shuts it down itself, bounded; a second shutdown from an exit hook would
+        # only log that the exporter is already shut down.
+        shutdown_on_exit=False,
     )
