@@ -17,26 +17,29 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 
-# The runtime dependencies first, from pyproject.toml alone: this layer survives source edits.
-COPY pyproject.toml ./
+# The runtime dependencies first, exactly as locked (every version pinned, every file
+# hash-checked: `hatch run lock:refresh` re-resolves requirements.lock from pyproject.toml):
+# this layer survives source edits.
+COPY requirements.lock ./
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
     && python3 -m venv /opt/monlat \
-    && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" >/tmp/requirements.txt \
-    && /opt/monlat/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+    && /opt/monlat/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
 
-# The project's wheel, installed with its (already present) dependencies. Then pip and
+# The project's wheel, without dependencies (nothing unlocked gets in; `pip check` proves the
+# locked set satisfies it). Then pip and
 # setuptools leave the venv, and so does the kubernetes client's asyncio twin (kubernetes/aio,
 # ~70 MB with bytecode, never imported: monlat uses the synchronous client and nothing outside
 # aio/ imports it). Every module is compiled once, to hash-based .pyc that stay valid whatever
 # the file times after COPY (the runtime never writes bytecode); the smoke test imports what
 # the agent imports, Kubernetes discovery included.
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY monlat ./monlat
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
     && /opt/monlat/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/dist . \
-    && /opt/monlat/bin/pip install --no-cache-dir /tmp/dist/monlat-*.whl \
+    && /opt/monlat/bin/pip install --no-cache-dir --no-deps /tmp/dist/monlat-*.whl \
+    && /opt/monlat/bin/pip check \
     && /opt/monlat/bin/pip uninstall --yes pip setuptools \
     && rm -rf /opt/monlat/lib/python3.*/site-packages/kubernetes/aio \
     && /opt/monlat/bin/python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash /opt/monlat \

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from scripts.audit_lock import canonical, pins
 from tests.support.agent_process import series
 from tests.support.collector import collector_binary
 from tests.support.image import (
     CAP_NET_RAW,
     DOCKERFILES,
     IMAGE_SH,
+    REPO,
     Container,
     build_agent,
     build_base,
@@ -285,12 +287,35 @@ def test_agent_image_is_precompiled_and_has_no_pip(images: Images) -> None:
     assert no_pip == "True"
 
 
+INSTALLED = """
+import importlib.metadata as m
+for d in m.distributions():
+    print(d.metadata["Name"], d.version)
+"""
+
+
+def test_agent_image_holds_exactly_the_locked_dependencies(images: Images) -> None:
+    """Every distribution in the image is monlat or a pin of requirements.lock, at its version,
+    and every pin is there (the Dockerfile installs the lock with --require-hashes)."""
+    proc = subprocess.run(
+        [*engine(), "run", "--rm", "--pull=never", *ulimits(), "--network", "none",
+         "--cap-drop", "ALL", "--entrypoint", "/opt/monlat/bin/python", images.agent,
+         "-c", INSTALLED],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    installed = {canonical(name): version for name, version in
+                 (line.split() for line in proc.stdout.splitlines())}  # fmt: skip
+    assert installed.pop("monlat") == project_version()
+    assert installed == pins((REPO / "requirements.lock").read_text())
+
+
 def test_build_context_is_the_source_only(images: Images) -> None:
     """.dockerignore lets in what the wheel is built from: no caches, tests, .git or deploy/."""
     files = context_files(images.base)
-    expected = {"pyproject.toml", "README.md", "monlat/cli.py", "monlat/agent/probe/sockets.py"}
+    expected = {"pyproject.toml", "requirements.lock", "README.md", "monlat/cli.py",
+                "monlat/agent/probe/sockets.py"}  # fmt: skip
     assert expected <= set(files)
-    assert not [
-        f for f in files if not (f in ("pyproject.toml", "README.md") or f.startswith("monlat/"))
-    ]
+    top = ("pyproject.toml", "requirements.lock", "README.md")
+    assert not [f for f in files if not (f in top or f.startswith("monlat/"))]
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]

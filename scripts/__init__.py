@@ -1,0 +1,1 @@
+"""Repository scripts; the Python ones are importable for their tests."""
