@@ -167,7 +167,7 @@ def parse_peers(setting: str, text: str, *, dual_stack: bool = False) -> tuple[S
             if not sep:
                 name, address = entry, entry
             name = name.strip()
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise ConfigError(setting, f"invalid peer name {name!r}")
             ip = parse_ip(setting, address)
             version = ipaddress.ip_address(ip).version
@@ -196,6 +196,20 @@ def parse_bool(setting: str, text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ConfigError(setting, f"expected true or false, got {text!r}")
+
+
+def read_peers_file(
+    setting: str, path: Path, *, dual_stack: bool = False
+) -> tuple[StaticPeer, ...]:
+    """The peers of a file (parse_peers' format); any unreadable or undecodable file is one
+    ConfigError, never an exception of its own (a stray byte in a ConfigMap)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ConfigError(setting, f"cannot read {path}: {err.strerror}") from None
+    except ValueError as err:  # a NUL in the name, bytes that are not UTF-8
+        raise ConfigError(setting, f"cannot read {path}: {err}") from None
+    return parse_peers(setting, text, dual_stack=dual_stack)
 
 
 def parse_key_values(setting: str, text: str) -> tuple[tuple[str, str], ...]:

@@ -63,7 +63,7 @@ class MeasurementLog:
 
 def _format_value(value: object) -> str:
     text = str(value)
-    if _BARE.match(text):
+    if _BARE.fullmatch(text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 

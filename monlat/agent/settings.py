@@ -29,6 +29,7 @@ from monlat.agent.config import (
     parse_listen,
     parse_log_level,
     parse_peers,
+    read_peers_file,
     validate_otlp_endpoint,
 )
 from monlat.agent.discovery import family_of
@@ -273,6 +274,22 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
     )
 
 
+_HEADER_NAME = re.compile(r"[0-9a-z_.-]+")  # gRPC metadata keys; HTTP takes these as well
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")  # printable ASCII: what both transports send
+
+
+def otlp_headers(setting: str, text: str) -> tuple[tuple[str, str], ...]:
+    """`k=v,…` as request headers: checked here, since gRPC would refuse a bad one at every
+    export (or requests raise), long after start-up."""
+    headers = tuple((key.lower(), value) for key, value in parse_key_values(setting, text))
+    for key, value in headers:
+        if not _HEADER_NAME.fullmatch(key) or key.endswith("-bin"):
+            raise ConfigError(setting, f"invalid header name {key!r} (letters, digits, _ . -)")
+        if not _HEADER_VALUE.fullmatch(value):
+            raise ConfigError(setting, f"header {key!r}: value must be printable ASCII")
+    return headers
+
+
 def parse_sizing(text_of: Callable[[str, str], tuple[str, str]]) -> SizingSettings:
     """--max-peers auto|all|K, --cross-zone-peers auto|off|C, --pair-histograms auto|true|false.
 
@@ -309,7 +326,7 @@ def _network_label(settings: _Settings, discovery: DiscoveryMode) -> str | None:
     setting, text = settings.text("--network-label", default)
     if not text or text.lower() == "none":
         return None
-    if not _LABEL_VALUE.match(text):
+    if not _LABEL_VALUE.fullmatch(text):
         raise ConfigError(setting, f"invalid label value {text!r} (letters, digits, . _ -)")
     return text
 
@@ -366,15 +383,11 @@ def _static_peers(
     if not file_found:
         return peers or DEFAULT_PEERS, None
     setting, path = file_found
-    try:
-        content = Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(setting, f"cannot read {path}: {err.strerror}") from None
 
     def identities(listed: tuple[StaticPeer, ...]) -> set[tuple[str, str]]:
         return {(p.name, family_of(p.address) if dual_stack else "") for p in listed}
 
-    in_file = identities(parse_peers(setting, content, dual_stack=dual_stack))
+    in_file = identities(read_peers_file(setting, Path(path), dual_stack=dual_stack))
     twice = sorted(name for name, _ in in_file & identities(peers))
     if twice:
         raise ConfigError(setting, f"peer {twice[0]!r} is also given by --peers")
@@ -512,7 +525,12 @@ def _otlp_config(settings: _Settings) -> OtlpConfig:
     headers_text = settings.env("OTEL_EXPORTER_OTLP_METRICS_HEADERS") or settings.env(
         "OTEL_EXPORTER_OTLP_HEADERS"
     )
-    headers = parse_key_values("OTEL_EXPORTER_OTLP_HEADERS", headers_text or "")
+    headers = otlp_headers(
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS"
+        if settings.env("OTEL_EXPORTER_OTLP_METRICS_HEADERS")
+        else "OTEL_EXPORTER_OTLP_HEADERS",
+        headers_text or "",
+    )
     timeout_text = settings.env("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT") or settings.env(
         "OTEL_EXPORTER_OTLP_TIMEOUT"
     )

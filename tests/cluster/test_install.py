@@ -3,6 +3,7 @@ kube-proxy, CoreDNS in lab namespaces; see tests/support/cluster): what a user's
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from tests.support.prometheus_server import PrometheusServer
 from tests.support.waiting import wait_until
 
 PAIRS = {(a, b) for a in NODES for b in NODES if a != b}
+AGENT_PORT = 9464  # the agents' health listener (deploy/k8s/agents.yaml)
 # The agents' own lines, as the original README shows them.
 SEED_LINE = re.compile(r'^latency_between_nodes\{from="(n\d)",to="(n\d)"\} \d+\.\d{1,3}$', re.M)
 
@@ -88,11 +90,24 @@ def test_default_install_measures_every_pair_through_the_collector(
         assert_the_default_install_works(lab_cluster, tmp_path)
 
 
+def assert_health_listener_on_the_node_address_only(lab_cluster: LabCluster) -> None:
+    """Ready pods mean the kubelet's probes reach the agents at the node address; nothing else
+    of the node's (here: its loopback) answers on the agents' port."""
+    for node in NODES:
+        with lab_cluster.connect(node)() as sock:
+            sock.settimeout(5)
+            sock.connect((lab_cluster.lab.address(node), AGENT_PORT))
+        with lab_cluster.connect(node)() as sock:
+            sock.settimeout(5)
+            assert sock.connect_ex(("127.0.0.1", AGENT_PORT)) == errno.ECONNREFUSED, node
+
+
 def assert_the_default_install_works(lab_cluster: LabCluster, tmp_path: Path) -> None:
     """The first scenario, for any way of installing the defaults (kustomize, Helm)."""
     rollout(lab_cluster, "daemonset/monlat-agent", "deployment/monlat")
     daemonset = lab_cluster.kubectl_json("-n", "monlat", "get", "daemonset", "monlat-agent")
     assert daemonset["status"]["numberReady"] == len(NODES), daemonset["status"]
+    assert_health_listener_on_the_node_address_only(lab_cluster)
 
     service = lab_cluster.service_ip("monlat", "monlat")
     pairs = every_pair(lab_cluster)

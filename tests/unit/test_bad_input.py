@@ -190,7 +190,8 @@ def test_exporter_selection_follows_otel_variables() -> None:
     assert config.prometheus
     assert config.otlp is not None
     assert config.otlp.endpoint == "https://otlp.example:4318/otlp/v1/metrics"
-    assert config.otlp.headers == (("Authorization", "Basic abc"),)
+    # Lowercased: gRPC refuses an upper-case metadata key at every export (HTTP ignores case).
+    assert config.otlp.headers == (("authorization", "Basic abc"),)
     assert config.otlp.timeout_s == 2.5 and not config.otlp.insecure
     assert config.export_interval_s == 1.5
     flags = parse_agent_config(["--exporters", "none", "--otlp-endpoint", "http://c:4317"], env)

@@ -46,3 +46,9 @@ def test_measurement_lines_carry_family_and_network_when_the_series_do() -> None
         'latency_between_nodes{from="a",to="b",family="ipv6",network="pod"} 0.400',
         'latency_between_nodes{from="a",to="b",network="pod"} 0.500',
     ]
+
+
+def test_a_value_ending_in_a_newline_is_quoted_so_the_record_stays_one_line() -> None:
+    stream = io.StringIO()
+    EventLog(stream).warning("library", message="refused\n")
+    assert stream.getvalue().count("\n") == 1 and 'message="refused\\n"' in stream.getvalue()

@@ -25,6 +25,7 @@ from urllib3.exceptions import HTTPError
 from monlat.agent.config import KubernetesConfig
 from monlat.agent.discovery import Peer, PeerCallback
 from monlat.agent.discovery.nodes import AddressPolicy, Eligibility, NodeCache
+from monlat.agent.discovery.objects import mapping, mappings, text
 from monlat.agent.discovery.pods import PodCache
 from monlat.agent.logs import EventLog
 from monlat.common.errors import ConfigError
@@ -173,13 +174,21 @@ class _ListWatch:
                         "api_unreachable", error=type(err).__name__, keep_peers=True
                     )
                 outage = True
+            except Exception as err:
+                # A response no API server sends (the client's own decoding can fail on it with
+                # anything): this thread is the agent's only view of the peers, so it must not
+                # end; relist after the backoff, keeping the last known peers.
+                if self._stop.is_set():
+                    break
+                self._events.warning("api_bad_response", error=repr(err), keep_peers=True)
+                resource_version = None
             self._stop.wait(backoff)
             backoff = min(backoff * 2, self._backoff_max_s)
 
     def _list(self) -> str:
         resource_version = ""
 
-        def objects() -> Iterator[dict[str, Any]]:
+        def objects() -> Iterator[Mapping[str, Any]]:
             """The objects of every page, fetched as they are consumed: only one page of raw
             objects is alive at a time, however large the cluster."""
             nonlocal resource_version
@@ -194,12 +203,12 @@ class _ListWatch:
                     kwargs["_continue"] = continue_token
                 # Raw JSON: far lighter than generated models for thousands of objects.
                 response: Any = self._list_call(_preload_content=False, **kwargs)
-                page = json.loads(response.data)
+                page = mapping(json.loads(response.data))
                 del response
-                metadata = page.get("metadata") or {}
-                resource_version = str(metadata.get("resourceVersion", ""))
-                continue_token = metadata.get("continue")
-                items = page.pop("items", None) or []
+                metadata = mapping(page.get("metadata"))
+                resource_version = text(metadata.get("resourceVersion"))
+                continue_token = text(metadata.get("continue"))
+                items = mappings(page.get("items"))
                 del page
                 while items:  # hand each object over and let it go
                     yield items.pop()
@@ -243,8 +252,8 @@ class _ListWatch:
                 break
             # The client's 410 handling needs deserialised events; the raw JSON is kept beside.
             kind = event.get("type")
-            obj = event.get("raw_object") or {}
-            version = (obj.get("metadata") or {}).get("resourceVersion")
+            obj = mapping(event.get("raw_object"))
+            version = text(mapping(obj.get("metadata")).get("resourceVersion"))
             if version:
                 resource_version = version
             if kind in ("ADDED", "MODIFIED", "DELETED"):

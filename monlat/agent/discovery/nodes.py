@@ -13,6 +13,7 @@ from typing import Any
 
 from monlat.agent.config import IpFamily
 from monlat.agent.discovery import Peer, family_of
+from monlat.agent.discovery.objects import mapping, mappings, text
 
 NodeObject = Mapping[str, Any]
 
@@ -62,7 +63,7 @@ def _family(address: str) -> IpFamily | None:
 def choose_address(addresses: Iterable[Mapping[str, str]], policy: AddressPolicy) -> str | None:
     """The first address type in the policy's order that has an IP wins; within it, the
     preferred family, else the other one."""
-    entries = [(entry.get("type", ""), entry.get("address", "")) for entry in addresses]
+    entries = [(text(e.get("type")), text(e.get("address"))) for e in addresses]
     for wanted_type in policy.types:
         candidates = [
             (address, family)
@@ -80,7 +81,7 @@ def choose_address(addresses: Iterable[Mapping[str, str]], policy: AddressPolicy
 
 def choose_dual_stack(addresses: Iterable[Mapping[str, str]], types: Sequence[str]) -> list[str]:
     """For each family, the address of the first type in `types` that has one: IPv4 first."""
-    entries = [(entry.get("type", ""), entry.get("address", "")) for entry in addresses]
+    entries = [(text(e.get("type")), text(e.get("address"))) for e in addresses]
     chosen: dict[IpFamily, str] = {}
     for wanted_type in types:
         for kind, address in entries:
@@ -91,12 +92,12 @@ def choose_dual_stack(addresses: Iterable[Mapping[str, str]], types: Sequence[st
 
 
 def node_name(node: NodeObject) -> str:
-    return str(node.get("metadata", {}).get("name", ""))
+    return text(mapping(node.get("metadata")).get("name"))
 
 
 def node_zone(node: NodeObject) -> str | None:
-    zone = (node.get("metadata", {}).get("labels") or {}).get(ZONE_LABEL)
-    return str(zone) if zone else None
+    zone = text(mapping(mapping(node.get("metadata")).get("labels")).get(ZONE_LABEL))
+    return zone or None
 
 
 def peers_for(node: NodeObject, policy: AddressPolicy) -> tuple[Peer, ...]:
@@ -104,7 +105,7 @@ def peers_for(node: NodeObject, policy: AddressPolicy) -> tuple[Peer, ...]:
     name = node_name(node)
     if not name:
         return ()
-    addresses = node.get("status", {}).get("addresses") or ()
+    addresses = mappings(mapping(node.get("status")).get("addresses"))
     zone = node_zone(node)
     if policy.dual_stack:
         return tuple(
@@ -116,7 +117,7 @@ def peers_for(node: NodeObject, policy: AddressPolicy) -> tuple[Peer, ...]:
 
 
 def is_ready(node: NodeObject) -> bool:
-    for condition in node.get("status", {}).get("conditions") or ():
+    for condition in mappings(mapping(node.get("status")).get("conditions")):
         if condition.get("type") == "Ready":
             return bool(condition.get("status") == "True")
     # A Node without conditions has not been reported on by a kubelet yet (or never will be,
@@ -125,7 +126,7 @@ def is_ready(node: NodeObject) -> bool:
 
 
 def node_state(node: NodeObject, policy: AddressPolicy) -> NodeState:
-    cordoned = bool((node.get("spec") or {}).get("unschedulable", False))
+    cordoned = mapping(node.get("spec")).get("unschedulable") is True
     return NodeState(peers_for(node, policy), is_ready(node), cordoned, node_zone(node))
 
 

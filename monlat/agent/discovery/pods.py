@@ -13,6 +13,7 @@ from typing import Any
 
 from monlat.agent.discovery import Peer, family_of, peer_key
 from monlat.agent.discovery.nodes import AddressPolicy, choose_address, choose_dual_stack
+from monlat.agent.discovery.objects import mapping, mappings, text
 
 PodObject = Mapping[str, Any]
 
@@ -44,22 +45,23 @@ class PodState:
 
 
 def pod_key(pod: PodObject) -> str:
-    metadata = pod.get("metadata") or {}
-    return f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
+    metadata = mapping(pod.get("metadata"))
+    return f"{text(metadata.get('namespace'))}/{text(metadata.get('name'))}"
 
 
 def pod_addresses(pod: PodObject) -> list[str]:
-    status = pod.get("status") or {}
-    ips = [entry.get("ip", "") for entry in status.get("podIPs") or () if entry.get("ip")]
-    if not ips and status.get("podIP"):
+    status = mapping(pod.get("status"))
+    ips = [ip for entry in mappings(status.get("podIPs")) if (ip := text(entry.get("ip")))]
+    if not ips and text(status.get("podIP")):
         ips = [status["podIP"]]  # servers before dual-stack fill only podIP
     return ips
 
 
 def pod_state(pod: PodObject, policy: AddressPolicy) -> PodState:
-    metadata = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
-    node = str(spec.get("nodeName") or "")
+    metadata = mapping(pod.get("metadata"))
+    spec = mapping(pod.get("spec"))
+    status = mapping(pod.get("status"))
+    node = text(spec.get("nodeName"))
     entries = [{"type": _POD_IP, "address": ip} for ip in pod_addresses(pod)]
     peers: tuple[Peer, ...] = ()
     if node and policy.dual_stack:
@@ -70,16 +72,16 @@ def pod_state(pod: PodObject, policy: AddressPolicy) -> PodState:
     elif node:
         address = choose_address(entries, AddressPolicy((_POD_IP,), policy.family))
         peers = () if address is None else (Peer(node, address),)
-    conditions = (pod.get("status") or {}).get("conditions") or ()
+    conditions = mappings(status.get("conditions"))
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
     return PodState(
         ready=ready,
         node=node,
         peers=peers,
-        running=(pod.get("status") or {}).get("phase") == "Running",
+        running=status.get("phase") == "Running",
         terminating=bool(metadata.get("deletionTimestamp")),
-        host_network=bool(spec.get("hostNetwork", False)),
-        created=str(metadata.get("creationTimestamp") or ""),
+        host_network=spec.get("hostNetwork") is True,
+        created=text(metadata.get("creationTimestamp")),
     )
 
 

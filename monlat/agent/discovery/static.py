@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from monlat.agent.config import StaticPeer, parse_peers
+from monlat.agent.config import StaticPeer, read_peers_file
 from monlat.agent.discovery import Peer, PeerCallback, family_of
 from monlat.agent.logs import EventLog
 from monlat.common.errors import ConfigError
@@ -57,13 +57,11 @@ class StaticPeers:
             if signature != seen:
                 seen = signature
                 try:
-                    text = await asyncio.to_thread(self._file.read_text, encoding="utf-8")
-                    publish(
-                        self._peer_map(
-                            parse_peers(str(self._file), text, dual_stack=self._dual_stack)
-                        )
+                    listed = await asyncio.to_thread(
+                        read_peers_file, "--peers-file", self._file, dual_stack=self._dual_stack
                     )
-                except (OSError, ConfigError) as err:
+                    publish(self._peer_map(listed))
+                except ConfigError as err:
                     # A half-written or broken file must not empty the peer set: keep the last.
                     if self._events:
                         self._events.warning("peers_file_invalid", file=self._file, error=str(err))
