@@ -40,6 +40,7 @@ def collector_ip(cluster: LabCluster) -> str:
     return cluster.service_ip("monlat", "monlat")
 
 
+# A DaemonSet's new pod has no spec.nodeName until the scheduler binds it, hence .get below.
 def pod_ready(pod: dict[str, Any]) -> bool:
     return any(
         c["type"] == "Ready" and c["status"] == "True"
@@ -73,7 +74,7 @@ def test_a_node_leaves_and_another_joins(monlat: LabCluster) -> None:
     cluster.add_node("n3")
     agent_on_n3 = wait_until(
         lambda: next(
-            (p for p in agent_pods(cluster) if p["spec"]["nodeName"] == "n3" and pod_ready(p)),
+            (p for p in agent_pods(cluster) if p["spec"].get("nodeName") == "n3" and pod_ready(p)),
             None,
         ),
         timeout=120,
@@ -139,11 +140,11 @@ def test_a_rolling_update_of_the_agents_leaves_no_pair_without_data_for_long(
                 last_change[pair], last_value[pair] = now, value
         pods = agent_pods(cluster)
         for node in NODES:
-            old = [p for p in pods if p["spec"]["nodeName"] == node
+            old = [p for p in pods if p["spec"].get("nodeName") == node
                    and p["metadata"]["uid"] in old_uids]  # fmt: skip
             if not old or old[0]["metadata"].get("deletionTimestamp"):
                 step_started.setdefault(node, now)  # this node's step began
-            if any(p["spec"]["nodeName"] == node and p["metadata"]["uid"] not in old_uids
+            if any(p["spec"].get("nodeName") == node and p["metadata"]["uid"] not in old_uids
                    and pod_ready(p) for p in pods):  # fmt: skip
                 replaced.setdefault(node, now)
         time.sleep(1)
