@@ -245,7 +245,7 @@ class Agent:
             network=config.network_label,
         )
         series = PairSeries(snapshots, labels)
-        export = build_export(config, __version__, series)
+        export = build_export(config, __version__, series, self._events)
         telemetry = Telemetry(
             # No meter version: the collector would see an upgraded agent as a colliding source.
             export.provider.get_meter("monlat"),

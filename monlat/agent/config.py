@@ -53,6 +53,8 @@ class OtlpConfig:
     headers: tuple[tuple[str, str], ...]
     timeout_s: float
     insecure: bool
+    # Re-read before every push: a Secret volume is updated in place when the token rotates.
+    token_file: Path | None = None
 
 
 @dataclass(frozen=True)

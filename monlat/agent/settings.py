@@ -33,6 +33,7 @@ from monlat.agent.config import (
     validate_otlp_endpoint,
 )
 from monlat.agent.discovery import family_of
+from monlat.agent.export.token import AUTHORIZATION, TokenError, read_token
 from monlat.agent.sizing import AUTO, Auto, SizingSettings
 from monlat.common.arguments import ArgumentParser
 from monlat.common.durations import parse_duration
@@ -152,6 +153,8 @@ AGENT_FLAGS = (
           "exporter)", metavar="HOST:PORT"),
     _Flag("--exporters", "OTEL_METRICS_EXPORTER", "prometheus, otlp, both (comma) or none"),
     _Flag("--otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP endpoint URL", metavar="URL"),
+    _Flag("--otlp-token-file", "MONLAT_OTLP_TOKEN_FILE", "file whose first word is the bearer "
+          "token shown to the collector; re-read before every push", metavar="PATH"),
     _Flag("--export-interval", "OTEL_METRIC_EXPORT_INTERVAL", "OTLP push period", "15s",
           _milliseconds),
     _Flag("--log-measurements", "MONLAT_LOG_MEASUREMENTS", "print one latency_between_nodes "
@@ -544,10 +547,52 @@ def _otlp_config(settings: _Settings) -> OtlpConfig:
         if insecure_text
         else endpoint.startswith("http://")
     )
+    _check_tls_files(settings)
     return OtlpConfig(
         endpoint=endpoint,
         protocol=protocol,
         headers=headers,
         timeout_s=timeout,
         insecure=insecure,
+        token_file=_token_file(settings, headers),
     )
+
+
+_CERTIFICATE_SETTINGS = (
+    "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
+    "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+)
+
+
+def _check_tls_files(settings: _Settings) -> None:
+    """The SDK reads these itself at the first export and, on a missing file, logs and falls
+    back to the system's roots; an agent that cannot trust its collector should not start."""
+    for name in _CERTIFICATE_SETTINGS:
+        text = settings.env(name)
+        if not text:
+            continue
+        try:
+            with open(text, "rb") as file:
+                file.read(1)
+        except OSError as error:
+            raise ConfigError(name, f"cannot read {text}: {error.strerror}") from None
+
+
+def _token_file(settings: _Settings, headers: tuple[tuple[str, str], ...]) -> Path | None:
+    given = settings.get("--otlp-token-file")
+    if given is None or not given[1]:
+        return None
+    setting, text = given
+    if any(key == AUTHORIZATION for key, _ in headers):
+        raise ConfigError(setting, "an authorization header is set as well; give one of them")
+    path = Path(text)
+    try:
+        read_token(path)
+    except TokenError as error:
+        # Read now so a wrong mount is one line at start, not a refused push per interval.
+        raise ConfigError(setting, f"{text}: {error}") from None
+    return path

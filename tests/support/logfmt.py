@@ -14,3 +14,15 @@ LOGFMT_LINE = re.compile(
 def not_logfmt(lines: Iterable[str]) -> list[str]:
     """The lines that are not logfmt (empty when all are)."""
     return [line for line in lines if not LOGFMT_LINE.match(line)]
+
+
+_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^\s"]+)')
+
+
+def parse_logfmt(line: str) -> dict[str, str]:
+    """One logfmt line as its fields, quoted values unescaped."""
+    assert LOGFMT_LINE.match(line), line
+    return {
+        key: re.sub(r"\\(.)", r"\1", value[1:-1]) if value.startswith('"') else value
+        for key, value in _PAIR.findall(line)
+    }

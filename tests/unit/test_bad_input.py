@@ -118,6 +118,30 @@ def run_monlat(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
             "key=value",
         ),
         (
+            ["--exporters", "otlp", "--otlp-token-file", "/nonexistent/token"],
+            {},
+            "--otlp-token-file",
+            "/nonexistent/token: No such file or directory",
+        ),
+        (
+            ["--exporters", "otlp"],
+            {"MONLAT_OTLP_TOKEN_FILE": "/dev/null"},
+            "MONLAT_OTLP_TOKEN_FILE",
+            "/dev/null: empty",
+        ),
+        (
+            ["--exporters", "otlp", "--otlp-endpoint", "https://c:4317"],
+            {"OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent/ca.crt"},
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "cannot read /nonexistent/ca.crt",
+        ),
+        (
+            ["--exporters", "otlp", "--otlp-token-file", "/proc/self/environ"],
+            {"OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Bearer%20x"},
+            "--otlp-token-file",
+            "an authorization header is set as well",
+        ),
+        (
             ["--discovery", "kubernetes"],
             {"KUBERNETES_SERVICE_HOST": "10.96.0.1"},
             "--node-name",

@@ -4,6 +4,8 @@ are checked against the module)."""
 
 from __future__ import annotations
 
+import io
+
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import generate_latest
 
@@ -11,6 +13,7 @@ from monlat import __version__
 from monlat.agent.discovery import Peer
 from monlat.agent.export.otlp import pair_metrics
 from monlat.agent.export.provider import build_export, build_provider, build_resource
+from monlat.agent.logs import EventLog
 from monlat.agent.probe.icmp import Ignored
 from monlat.agent.probe.pending import Outcome, Result
 from monlat.agent.results import ResultStore
@@ -46,7 +49,7 @@ def test_the_prometheus_endpoint_serves_exactly_the_named_series() -> None:
         ["--node-name", "a", "--peers", "b=10.0.0.2", "--prometheus", "127.0.0.1:9090"], {}
     )
     snapshots, labels, series = an_agent_that_measured()
-    export = build_export(config, __version__, series)
+    export = build_export(config, __version__, series, EventLog(io.StringIO()))
     assert export.registry is not None
     every_agent_series_active(
         Telemetry(export.provider.get_meter("monlat"), snapshots, labels, socket_kind="raw",

@@ -4,6 +4,7 @@ the encoding of the per-pair series it sends, added to the SDK's batch in monlat
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.sdk.metrics import (
@@ -60,11 +61,15 @@ CUMULATIVE: dict[type, AggregationTemporality] = dict.fromkeys(
 
 
 def otlp_exporter(
-    otlp: OtlpConfig, *, channel_options: tuple[tuple[str, Any], ...] | None = None
+    otlp: OtlpConfig,
+    *,
+    headers: Sequence[tuple[str, str]] | None = None,
+    channel_options: tuple[tuple[str, Any], ...] | None = None,
 ) -> MetricExporter:
-    """The OTLP exporter an agent pushes with (`channel_options`: gRPC only, for the fleet
-    benchmark, whose simulated agents each need a connection of their own)."""
-    headers = dict(otlp.headers)
+    """The OTLP exporter an agent pushes with: `headers` instead of the configured ones (the
+    token exporter adds the bearer token); `channel_options` gRPC only, for the fleet
+    benchmark, whose simulated agents each need a connection of their own."""
+    sent = dict(otlp.headers if headers is None else headers)
     if otlp.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter as GrpcExporter,
@@ -73,7 +78,7 @@ def otlp_exporter(
         return GrpcExporter(
             endpoint=otlp.endpoint,
             insecure=otlp.insecure,
-            headers=headers or None,
+            headers=sent or None,
             timeout=otlp.timeout_s,
             max_export_batch_size=MAX_POINTS_PER_REQUEST,
             channel_options=channel_options,  # type: ignore[arg-type]
@@ -84,7 +89,7 @@ def otlp_exporter(
 
     return HttpExporter(
         endpoint=otlp.endpoint,
-        headers=headers or None,
+        headers=sent or None,
         timeout=otlp.timeout_s,
         max_export_batch_size=MAX_POINTS_PER_REQUEST,
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
     MetricReader,
     PeriodicExportingMetricReader,
 )
@@ -17,6 +18,8 @@ from prometheus_client import CollectorRegistry
 from monlat.agent.config import Config
 from monlat.agent.export.otlp import WithPairSeries, otlp_exporter
 from monlat.agent.export.prometheus import PairCollector
+from monlat.agent.export.token import TokenExporter
+from monlat.agent.logs import EventLog
 from monlat.agent.telemetry import PairSeries
 
 # Every attribute set ever seen counts towards the limit (2,000 by default): a 5,000-node cluster
@@ -45,7 +48,7 @@ def build_resource(node_name: str, version: str, network: str | None = None) -> 
     return defaults.merge(OTELResourceDetector().detect())
 
 
-def build_export(config: Config, version: str, series: PairSeries) -> Export:
+def build_export(config: Config, version: str, series: PairSeries, events: EventLog) -> Export:
     readers: list[MetricReader] = []
     registry: CollectorRegistry | None = None
     if config.prometheus:
@@ -60,9 +63,20 @@ def build_export(config: Config, version: str, series: PairSeries) -> Export:
             )
         )
     if config.otlp is not None:
+        otlp = config.otlp
+        exporter: MetricExporter
+        if otlp.token_file is None:
+            exporter = otlp_exporter(otlp)
+        else:
+            exporter = TokenExporter(
+                lambda headers: otlp_exporter(otlp, headers=headers),
+                otlp.headers,
+                otlp.token_file,
+                events,
+            )
         readers.append(
             PeriodicExportingMetricReader(
-                WithPairSeries(otlp_exporter(config.otlp), series),
+                WithPairSeries(exporter, series),
                 export_interval_millis=config.export_interval_s * 1000,
                 export_timeout_millis=config.otlp.timeout_s * 1000,
             )
