@@ -99,16 +99,6 @@ def _sum_metric(text: str, name: str) -> float:
     return sum(value for metric, _, value in parse_exposition(text) if metric == name)
 
 
-def _telemetry_overlay(workdir: Path, port: int) -> Path:
-    path = workdir / "telemetry.yaml"
-    path.write_text(
-        "service:\n  telemetry:\n    metrics:\n      level: normal\n      readers:\n"
-        f"        - pull:\n            exporter:\n              prometheus:\n"
-        f"                host: 127.0.0.1\n                port: {port}\n"
-    )
-    return path
-
-
 class MemorySampler:
     """Samples the collector's RSS and Go heap twice a second: the lowest heap seen in the last
     round is about the live heap (just after a collection), what the series really hold."""
@@ -179,7 +169,8 @@ def run_row(row: Row, rounds: int, workdir: Path, env_overrides: dict[str, str])
     collector = Collector(
         collector_binary(), "127.0.0.1", grpc, http, metrics, health,
         extra_env=env,
-        overlays=(str(_telemetry_overlay(workdir, telemetry)),),
+        # The shipped telemetry (level detailed) on a port of its own.
+        telemetry_port=telemetry,
         settings=(),
     )  # fmt: skip
     collector.start(workdir / "collector.log")
@@ -199,6 +190,7 @@ def run_row(row: Row, rounds: int, workdir: Path, env_overrides: dict[str, str])
         for _ in agents
     ]
     calls = [channel.unary_unary(EXPORT_METHOD) for channel in channels]
+    auth = (("authorization", f"Bearer {collector.token}"),)
     sampler = MemorySampler(pid, telemetry)
     failed = 0
     round_s: list[float] = []
@@ -212,7 +204,7 @@ def run_row(row: Row, rounds: int, workdir: Path, env_overrides: dict[str, str])
                 time.sleep(max(0.0, due - time.monotonic()))
                 for body in pushes:
                     try:
-                        call(body, timeout=10)
+                        call(body, timeout=10, metadata=auth)
                     except grpc_lib.RpcError:
                         failed += 1
             round_s.append(time.monotonic() - began)

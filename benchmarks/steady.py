@@ -81,6 +81,7 @@ def measure(
     peers: int,
     seconds: float,
     otlp_endpoint: str | None = None,
+    otlp_token_file: Path | None = None,
     *,
     tree: Path = REPO,
     network: str = "loopback",
@@ -93,6 +94,8 @@ def measure(
     peers_file = Path(tempfile.mkstemp(suffix=".peers")[1])
     peers_file.write_text("\n".join(addresses) + "\n")
     otlp = ["--otlp-endpoint", otlp_endpoint, "--export-interval", "15s"] if otlp_endpoint else []
+    if otlp_token_file is not None:
+        otlp += ["--otlp-token-file", str(otlp_token_file)]
     agent = subprocess.Popen(
         [sys.executable, "-m", "monlat", "agent", "--node-name", "bench", "--peers-file",
          str(peers_file), "--interval", "1s", "--log-measurements", "false",
@@ -221,10 +224,19 @@ def measure_with_collector(
     try:
         collector.wait_healthy()
         endpoint = f"http://127.0.0.1:{grpc}"
-        return measure(peers, seconds, otlp_endpoint=endpoint, tree=tree, network=network)
+        return measure(
+            peers,
+            seconds,
+            otlp_endpoint=endpoint,
+            otlp_token_file=collector.token_file,
+            tree=tree,
+            network=network,
+        )
     finally:
         collector.stop()
         log.unlink()
+        if collector.token_file is not None:
+            collector.token_file.unlink(missing_ok=True)
 
 
 def print_table(figures: dict[str, Any]) -> None:

@@ -44,7 +44,7 @@ SUBSTITUTIONS: dict[str, list[tuple[str, str]]] = {
     ],
     "monlat.yaml": [
         (
-            "image: docker.io/monlat/monlat-otelcol:0.165.0-monlat.2",
+            "image: docker.io/monlat/monlat-otelcol:0.165.0-monlat.3",
             'image: "{{ .Values.collector.image.repository }}:{{ .Values.collector.image.tag }}"',
         ),
     ],

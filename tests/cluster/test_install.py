@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tests.support.agent_process import parse_exposition
+from tests.support.agent_process import http_post, parse_exposition
 from tests.support.cluster.cluster import LabCluster
 from tests.support.cluster.fixtures import NODES, installed
 from tests.support.cluster.otlp_sink import OtlpSink
+from tests.support.collector import forged_push_body
 from tests.support.lab import netns as ns
 from tests.support.ports import free_port
 from tests.support.prometheus_server import PrometheusServer
@@ -102,6 +103,21 @@ def assert_health_listener_on_the_node_address_only(lab_cluster: LabCluster) -> 
             assert sock.connect_ex(("127.0.0.1", AGENT_PORT)) == errno.ECONNREFUSED, node
 
 
+def assert_only_the_agents_write(lab_cluster: LabCluster, service: str) -> None:
+    """The agents push with the install's generated token; a push from elsewhere in the cluster
+    (here node n3's own network, outside any pod) without it or with another is refused."""
+    secret = lab_cluster.kubectl_json("-n", "monlat", "get", "secret", "monlat-ingest-token")
+    assert secret["data"].get("token"), "the token controller filled the ingest Secret"
+    body = forged_push_body()
+    for headers in ({}, {"Authorization": "Bearer forged"}):
+        status = http_post(
+            lab_cluster.connect("n3"), service, 4318, "/v1/metrics", body,
+            {"Content-Type": "application/x-protobuf", **headers},
+        )  # fmt: skip
+        assert status == 401, (headers, status)
+    assert set(latency(lab_cluster, "n1", service)) == set(every_pair(lab_cluster))
+
+
 def assert_the_default_install_works(lab_cluster: LabCluster, tmp_path: Path) -> None:
     """The first scenario, for any way of installing the defaults (kustomize, Helm)."""
     rollout(lab_cluster, "daemonset/monlat-agent", "deployment/monlat")
@@ -113,6 +129,7 @@ def assert_the_default_install_works(lab_cluster: LabCluster, tmp_path: Path) ->
     pairs = every_pair(lab_cluster)
     assert len(pairs) == 6, pairs
     assert_pairs_match_links(lab_cluster, pairs)
+    assert_only_the_agents_write(lab_cluster, service)
 
     # The Debian Prometheus, in node n1, scrapes the collector through its Service.
     prometheus = PrometheusServer(

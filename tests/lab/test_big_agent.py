@@ -94,6 +94,7 @@ def test_five_thousand_dual_stack_peers_reach_the_collector_whole(
              "--otlp-endpoint", f"http://127.0.0.1:{grpc}", "--export-interval", "5s",
              "--listen", f"127.0.0.1:{agent_port}"],
             port=agent_port, prefix=in_node, connect=lambda: lab.socket("big"),
+            env=collector.agent_env,
         )  # fmt: skip
 
         def arrived() -> list[tuple[str, dict[str, str], float]] | None:

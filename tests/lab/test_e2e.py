@@ -68,7 +68,8 @@ def mesh(lab_factory: Callable[..., Lab], collector_bin: str, tmp_path: Path) ->
             port=AGENT_PORT,
             prefix=lab.exec_argv(node, []),
             connect=lambda: lab.socket(node),
-            env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{lab.address('observer')}:4317"},
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{lab.address('observer')}:4317",
+                 **collector.agent_env},
         )  # fmt: skip
         agent.wait_ready()
         return agent
@@ -239,7 +240,8 @@ def test_pod_path_and_families_beside_the_host_path(mesh: Mesh) -> None:
             port=AGENT_PORT + 1,
             prefix=lab.exec_argv(node, []),
             connect=lambda node=node: lab.socket(node),  # type: ignore[misc]
-            env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{lab.address('observer')}:4317"},
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{lab.address('observer')}:4317",
+                 **mesh.collector.agent_env},
         )  # fmt: skip
         pod_agents.append(agent)
     try:

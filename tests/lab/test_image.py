@@ -6,6 +6,7 @@ and the collector image receiving the agent container's OTLP push across the lab
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,9 @@ from tests.support.lab.rtt import AGENT_TOL_MS, rtt_ok, rtt_problems
 PORT = 9090  # the agent's endpoint in n1
 COLLECTOR_METRICS_PORT = 9090  # the collector's, in n2
 COLLECTOR_HEALTH_PORT = 13133
+INGEST_TOKEN = (
+    "/var/run/secrets/monlat/ingest/token"  # config.yaml's default, as deploy/k8s mounts it
+)
 MAX_VENV_MB = 160  # what the agent image adds to its base: the venv only (~120 MB today)
 
 
@@ -226,23 +230,31 @@ def test_agent_container_measures_across_the_lab(lab: Lab, images: Images, mode:
 
 
 @pytest.mark.e2e
-def test_collector_container_serves_the_agent_containers_push(lab: Lab, images: Images) -> None:
+def test_collector_container_serves_the_agent_containers_push(
+    lab: Lab, images: Images, tmp_path: Path
+) -> None:
     collector_binary()  # what the collector image packages (deploy/otel-collector/build.sh)
     collector_image = build_collector(images.base)
     config = inspect_image(collector_image)["Config"]
     assert isinstance(config, dict) and config["User"] == "65532:65532", config
+    # The ingest token as the Secret volume gives it to both pods (read-only, world-readable).
+    token = tmp_path / "token"
+    token.write_text(secrets.token_urlsafe(32) + "\n")
+    token.chmod(0o644)
+    mount = ["-v", f"{token}:{INGEST_TOKEN}:ro"]
     collector = Container(
         collector_image, [], name=f"monlat-test-{os.getpid()}-otelcol",
-        options=[*hardened(lab, "n2"), "--cap-drop", "ALL"],
+        options=[*hardened(lab, "n2"), "--cap-drop", "ALL", *mount],
         connect=lambda: lab.socket("n2"), port=COLLECTOR_METRICS_PORT,
     )  # fmt: skip
     otlp = ["--exporters", "otlp,prometheus", "--otlp-endpoint",
-            f"http://{lab.address('n2')}:4317", "--export-interval", "1s"]  # fmt: skip
+            f"http://{lab.address('n2')}:4317", "--export-interval", "1s",
+            "--otlp-token-file", INGEST_TOKEN]  # fmt: skip
     expected = lab.expected_rtt_ms("n1", "n2")
     with running(collector):
         collector.wait_ready(path="/", port=COLLECTOR_HEALTH_PORT)
         assert collector.status()["Uid"].split() == ["65532"] * 4
-        options = [*hardened(lab, "n1"), "--cap-drop", "ALL"]
+        options = [*hardened(lab, "n1"), "--cap-drop", "ALL", *mount]
         name = f"monlat-test-{os.getpid()}-pusher"
         with running(start_agent(lab, images.agent, options, name, otlp)) as agent:
             agent.wait_ready()

@@ -27,6 +27,7 @@ def agent_to(collector: Collector, protocol: str, *extra: str) -> AgentProcess:
         env={
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{endpoint_port}",
             "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+            **collector.agent_env,
         },
     )  # fmt: skip
 

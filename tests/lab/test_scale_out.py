@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import json
 import os
+import secrets
 import socket
 import ssl
 import subprocess
@@ -239,6 +240,13 @@ class Topology:
     agents: list[AgentProcess] = field(default_factory=list)
     forwarder: Forwarder | None = None
 
+    @property
+    def token_file(self) -> Path:
+        path = self.workdir / "ingest-token"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32) + "\n")
+        return path
+
     def replica(self, name: str, *, max_age: str = "1h", env: dict[str, str] | None = None,
                 exporters: str | None = None) -> Replica:  # fmt: skip
         telemetry_port, *ports = free_ports(5)
@@ -251,6 +259,8 @@ class Topology:
         collector = Collector(
             self.binary, "127.0.0.1", *ports,
             overlays=("config.remote-write.yaml", str(overlay)),
+            # One Secret for every replica, as in the cluster: an agent moved keeps its token.
+            token_file=self.token_file,
             extra_env={
                 "MONLAT_REMOTE_WRITE_URL": self.store.url,
                 "MONLAT_OTLP_MAX_CONNECTION_AGE": max_age,
@@ -271,7 +281,8 @@ class Topology:
              "--listen", f"127.0.0.1:{port}", "--log-measurements", "false"],
             port=port,
             env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{grpc_port}",
-                 "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+                 "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                 "MONLAT_OTLP_TOKEN_FILE": str(self.token_file)},
         )  # fmt: skip
         self.agents.append(agent)
         agent.wait_ready()
@@ -662,7 +673,11 @@ def test_scale_out_overlay_runs_the_layer_on_spread_replicas() -> None:
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["MONLAT_OTLP_MAX_CONNECTION_AGE"] == "2m"
     assert container["resources"] == base_container["resources"]
-    assert {port["name"] for port in container["ports"]} == {"otlp-grpc", "otlp-http", "health"}
+    assert {port["name"] for port in container["ports"]} == {
+        "otlp-grpc", "otlp-http", "health", "telemetry"
+    }  # fmt: skip
+    # Every replica holds the one ingest Secret: an agent moved to another is still let in.
+    assert {m["name"] for m in container["volumeMounts"]} >= {"ingest-token"}
     assert container["readinessProbe"] == base_container["readinessProbe"]
 
     mount = {m["name"]: m for m in container["volumeMounts"]}["remote-write-config"]

@@ -43,6 +43,25 @@ def http_get(connect: SocketFactory, host: str, port: int, path: str) -> tuple[i
     return status, body.decode()
 
 
+def http_post(
+    connect: SocketFactory, host: str, port: int, path: str, body: bytes, headers: dict[str, str]
+) -> int:
+    """The status of one POST (an OTLP/HTTP push, say)."""
+    head = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
+    with connect() as sock:
+        sock.settimeout(10)
+        sock.connect((host, port))
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{head}"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return int(b"".join(chunks).split(b" ", 2)[1])
+
+
 def _dechunk(data: bytes) -> bytes:
     # By offset, not by slicing the rest: a collector's 30 MB exposition comes in ~4,000 chunks.
     out = bytearray()

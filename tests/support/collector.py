@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -11,9 +12,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricsData
 
 from tests.support.agent_process import SocketFactory, http_get, parse_exposition
 from tests.support.lab.fixtures import skip_or_fail
@@ -70,8 +74,29 @@ class Collector:
     settings: tuple[str, ...] = ("service.telemetry.metrics.level=none",)
     proc: subprocess.Popen[str] | None = None
     log_path: Path | None = None
+    # The ingest token file the shipped config requires (written at start if missing), and the
+    # port of the collector's own telemetry (refused pushes are counted there).
+    token_file: Path | None = None
+    telemetry_port: int | None = None
+
+    @property
+    def token(self) -> str:
+        assert self.token_file is not None, "collector not started"
+        return self.token_file.read_text().split()[0]
+
+    @property
+    def agent_env(self) -> dict[str, str]:
+        """What an agent pushing here is given: the same file, as the DaemonSet mounts it."""
+        assert self.token_file is not None, "collector not started"
+        return {"MONLAT_OTLP_TOKEN_FILE": str(self.token_file)}
 
     def start(self, log_path: Path) -> None:
+        if self.token_file is None:
+            self.token_file = log_path.with_name(log_path.stem + "-ingest-token")
+        if not self.token_file.exists():
+            self.token_file.write_text(secrets.token_urlsafe(32) + "\n")
+        if self.telemetry_port is None:
+            (self.telemetry_port,) = free_ports(1)
         env = {
             **os.environ,
             "MONLAT_OTLP_GRPC_ENDPOINT": f"{self.host}:{self.grpc_port}",
@@ -79,6 +104,9 @@ class Collector:
             "MONLAT_PROMETHEUS_ENDPOINT": f"{self.host}:{self.metrics_port}",
             "MONLAT_OTELCOL_HEALTH_ENDPOINT": f"{self.host}:{self.health_port}",
             "MONLAT_METRIC_EXPIRATION": self.expiration,
+            "MONLAT_INGEST_TOKEN_FILE": str(self.token_file),
+            "MONLAT_OTELCOL_TELEMETRY_HOST": self.host,
+            "MONLAT_OTELCOL_TELEMETRY_PORT": str(self.telemetry_port),
             **(self.extra_env or {}),
         }
         self.log_path = log_path
@@ -132,6 +160,29 @@ class Collector:
 
     def scrape(self) -> list[tuple[str, dict[str, str], float]]:
         return parse_exposition(self.scrape_text())
+
+
+def forged_latency() -> MetricsData:
+    """What anyone who reaches the collector could push: a latency for a pair no agent measured
+    (from="forger", to="victim")."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    gauge = provider.get_meter("monlat").create_gauge("latency_between_nodes")
+    gauge.set(999.0, {"from": "forger", "to": "victim"})
+    data = reader.get_metrics_data()
+    assert data is not None
+    provider.shutdown()
+    return data
+
+
+def forged_push_body() -> bytes:
+    """`forged_latency` as an OTLP/HTTP request body."""
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    return encode_metrics(forged_latency()).SerializeToString()
 
 
 @pytest.fixture(scope="session")
