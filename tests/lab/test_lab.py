@@ -25,7 +25,7 @@ import pytest
 from tests.support.lab.fixtures import LabFactory, require_command, skip_or_fail
 from tests.support.lab.lab import IFNAME, Lab, Link
 from tests.support.lab.netns import PREFIX, LabError, cleanup_stale, list_netns
-from tests.support.lab.rtt import HIGH_TOL_MS, LOW_TOL_MS, ping_within
+from tests.support.lab.rtt import LOW_TOL_MS, PING_ATTEMPTS, ping_within, rtt_problems
 from tests.support.waiting import wait_gone
 
 
@@ -245,31 +245,32 @@ def test_cleanup_stale_namespaces(lab_factory: LabFactory) -> None:
 
 
 def test_emulator_overhead(lab_factory: LabFactory, ping_cmd: str, record_property: object) -> None:
-    """Measure (and loosely bound) what the emulator adds on top of the configured RTT."""
+    """Measure what the emulator adds on top of the configured RTT, judged as every lab RTT is
+    (tests/support/lab/rtt.py): never early, the minimum and the median within their room above,
+    a noisy attempt measured again a bounded number of times."""
     lab = lab_factory(["a", "b"])
-    figures = {}
     for oneway in (0.0, 5.0):
         lab.set_link("a", "b", delay_ms=oneway, both=True)
-        lab.reset_stats()
-        res = lab.ping("a", "b", count=50, interval=0.02)
         cfg = lab.expected_rtt_ms("a", "b")
-        late = lab.stats()["lateness_us"]
-        figures[oneway] = (
-            res.percentile_ms(50) - cfg,
-            res.percentile_ms(99) - cfg,
-            late["p50"],
-            late["p99"],
-        )
-        p50, p99 = res.percentile_ms(50), res.percentile_ms(99)
-        print(
-            f"\nconfigured RTT {cfg:.1f} ms: measured p50 {p50:.3f} p99 {p99:.3f} "
-            f"max {res.max_ms:.3f} ms; switch timer lateness p50 {late['p50']:.1f} us "
-            f"p99 {late['p99']:.1f} us"
-        )
+        attempts: list[tuple[list[str], str]] = []
+        for _ in range(PING_ATTEMPTS):
+            lab.reset_stats()
+            res = lab.ping("a", "b", count=50, interval=0.02)
+            late = lab.stats()["lateness_us"]
+            p50, p99 = res.percentile_ms(50), res.percentile_ms(99)
+            figures = (
+                f"configured RTT {cfg:.1f} ms: measured min {res.min_ms:.3f} p50 {p50:.3f} "
+                f"p99 {p99:.3f} max {res.max_ms:.3f} ms; switch timer lateness "
+                f"p50 {late['p50']:.1f} us p99 {late['p99']:.1f} us"
+            )
+            print("\n" + figures)
+            assert res.loss == 0.0, res.output
+            problems = rtt_problems(res.rtts_ms, cfg)
+            attempts.append((problems, figures))
+            if not problems or any(p.startswith("early") for p in problems):
+                break
         record_property(f"rtt_overhead_p50_ms_at_{cfg:g}", round(p50 - cfg, 3))  # type: ignore[operator]
-        assert res.loss == 0.0
-        assert res.min_ms >= cfg - LOW_TOL_MS
-    assert figures[0.0][0] < HIGH_TOL_MS and figures[5.0][0] < HIGH_TOL_MS
+        assert not attempts[-1][0], attempts
 
 
 # --------------------------------------------------------------------------
