@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support import k8s_schema
 from tests.support.lab.fixtures import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
+CONFIG = REPO / "deploy" / "otel-collector" / "config.yaml"
 COLLECTOR_CONFIG = REPO / "deploy" / "otel-collector" / "config.yaml"
 NOT_MANIFESTS = {"kustomization.yaml", "monlat.template.yaml"}
 EXPECTED_MANIFESTS = {
@@ -43,7 +45,11 @@ KUSTOMIZATIONS = {
     "deploy/overlays/pod-network": ["rbac.yaml", "agents.yaml", "monlat.yaml", POD_NETWORK],
 }
 # Overlays that change objects on purpose: validated, but not compared with the plain files.
-PATCHING_OVERLAYS = ["deploy/overlays/otlp-backend", "deploy/overlays/scale-out"]
+PATCHING_OVERLAYS = [
+    "deploy/overlays/otlp-backend",
+    "deploy/overlays/scale-out",
+    "deploy/overlays/network-policy",
+]
 AGENT_VARIANTS = ["agents.yaml", "agents-net-raw.yaml"]
 
 
@@ -313,6 +319,74 @@ def test_collector_service_ports() -> None:
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
+
+
+def token_mount(pod: dict[str, Any], container: dict[str, Any]) -> str:
+    """Where the pod mounts the ingest Secret's token key (as a file path)."""
+    volumes = {
+        volume["name"]: volume["secret"]
+        for volume in pod.get("volumes", [])
+        if volume.get("secret", {}).get("secretName") == "monlat-ingest-token"
+    }
+    (name,) = volumes
+    assert volumes[name]["items"] == [{"key": "token", "path": "token"}]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == name]
+    assert mount["readOnly"] is True
+    return f"{mount['mountPath']}/token"
+
+
+@pytest.mark.parametrize("relative", [*AGENT_VARIANTS, POD_NETWORK])
+def test_every_agent_reads_the_ingest_token_the_collector_checks(relative: str) -> None:
+    rbac = load("rbac.yaml")
+    secret = one(rbac, "Secret", "monlat-ingest-token")
+    account = secret["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+    assert secret["type"] == "kubernetes.io/service-account-token"
+    assert one(rbac, "ServiceAccount", account)["automountServiceAccountToken"] is False
+    bindings = by_kind(rbac, "ClusterRoleBinding") + by_kind(rbac, "RoleBinding")
+    assert not [b for b in bindings for s in b["subjects"] if s["name"] == account]
+
+    collector = one(load("monlat.yaml"), "Deployment", "monlat")["spec"]["template"]["spec"]
+    (otelcol,) = collector["containers"]
+    config = yaml.safe_load(CONFIG.read_text())
+    default = config["extensions"]["bearertokenauth/ingest"]["filename"]
+    assert default.endswith(":-" + token_mount(collector, otelcol) + "}"), default
+    for protocol in ("grpc", "http"):
+        receiver = config["receivers"]["otlp"]["protocols"][protocol]
+        assert receiver["auth"] == {"authenticator": "bearertokenauth/ingest"}
+
+    for _, pod in pod_specs(load(relative)):
+        (agent,) = pod["containers"]
+        assert env_of(agent)["MONLAT_OTLP_TOKEN_FILE"]["value"] == token_mount(pod, agent)
+
+
+def test_network_policy_lets_agents_and_prometheus_in_and_no_one_else() -> None:
+    policies = {
+        obj["metadata"]["name"]: obj["spec"]
+        for obj in k8s_schema.load_documents(
+            (REPO / "deploy/overlays/network-policy/networkpolicy.yaml").read_text()
+        )
+        for obj in [obj.data]
+    }
+    deployment = one(load("monlat.yaml"), "Deployment", "monlat")
+    collector = policies["monlat-collector"]
+    assert collector["podSelector"]["matchLabels"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    allowed = [{p["port"] for p in rule["ports"]} for rule in collector["ingress"]]
+    assert allowed == [
+        {ports["otlp-grpc"], ports["otlp-http"]},
+        {ports["metrics"], ports["telemetry"]},
+    ]
+    pod_agents = one(load(POD_NETWORK), "DaemonSet", "monlat-agent-pod-network")
+    agent_labels = pod_agents["spec"]["template"]["metadata"]["labels"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": agent_labels[
+        "app.kubernetes.io/name"]}}} in collector["ingress"][0]["from"]  # fmt: skip
+    mesh = policies["monlat-agent-pod-network"]
+    assert mesh["podSelector"]["matchLabels"].items() <= agent_labels.items()
+    # No ports: ICMP cannot be named in a policy, and must pass between the agents.
+    assert mesh["ingress"] == [{"from": [{"podSelector": mesh["podSelector"]}]}]
 
 
 # Pod Security Standards as the built-in PodSecurity admission enforces them ("latest"): only the
