@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build what a lab Kubernetes node runs besides the kubelet, from the Go module proxy:
 # containerd v2 (containerd, containerd-shim-runc-v2, ctr), the CNI reference plugins the lab
-# cluster uses (bridge, host-local, loopback, portmap), CoreDNS, and helm. runc comes from
+# cluster uses (bridge, host-local, loopback, portmap), kube-router (its NetworkPolicy firewall
+# only: iptables and ipset, so the lab enforces policies as Calico or Cilium clusters do), CoreDNS,
+# and helm. runc comes from
 # Debian (scripts/test-deps.sh). None of these modules has replace directives, so each command
 # is a plain `go install module/cmd@version`.
 #
@@ -11,7 +13,7 @@
 # Output, keyed by the pinned versions (a binary already there is not rebuilt):
 #
 #   ${MONLAT_CACHE:-$HOME/.cache/monlat}/cluster-runtime/<versions>/
-#     containerd  containerd-shim-runc-v2  ctr  coredns  helm  cni/{bridge,host-local,loopback,portmap}
+#     containerd  containerd-shim-runc-v2  ctr  kube-router  coredns  helm  cni/{bridge,host-local,loopback,portmap}
 #
 # Go's own caches stay where `go env GOMODCACHE GOCACHE` say. Everything but the final path
 # goes to stderr. Environment: MONLAT_CACHE, MONLAT_CLUSTER_RUNTIME_REBUILD=1, GO.
@@ -22,6 +24,10 @@ CNI_PLUGINS_VERSION=v1.7.1
 # CoreDNS 1.12 is what Kubernetes 1.32 ships as cluster DNS.
 COREDNS_VERSION=v1.12.4
 HELM_VERSION=v3.21.4
+# The only kube-router the module proxy serves here; security advisories are reported against it.
+# It runs only inside the lab cluster (a test fixture that enforces the policies monlat ships),
+# never in anything monlat ships.
+KUBE_ROUTER_VERSION=v2.1.0
 
 log() { printf 'build-cluster-runtime: %s\n' "$*" >&2; }
 die() { printf 'build-cluster-runtime: error: %s\n' "$*" >&2; exit 1; }
@@ -42,7 +48,7 @@ nice_cmd=(nice -n 10)
 command -v nice >/dev/null 2>&1 || nice_cmd=()
 
 cache_root=${MONLAT_CACHE:-${HOME:?HOME is not set and MONLAT_CACHE is not set}/.cache/monlat}
-key=containerd-${CONTAINERD_VERSION}_cni-${CNI_PLUGINS_VERSION}_coredns-${COREDNS_VERSION}_helm-${HELM_VERSION}
+key=containerd-${CONTAINERD_VERSION}_cni-${CNI_PLUGINS_VERSION}_coredns-${COREDNS_VERSION}_helm-${HELM_VERSION}_kube-router-${KUBE_ROUTER_VERSION}
 out_dir=$cache_root/cluster-runtime/$key
 mkdir -p "$out_dir/cni" || die "cannot create $out_dir"
 rebuild=${MONLAT_CLUSTER_RUNTIME_REBUILD:-}
@@ -71,6 +77,8 @@ install ctr "$containerd/cmd/ctr@$CONTAINERD_VERSION" "$version_flags"
 for plugin in main/bridge ipam/host-local main/loopback meta/portmap; do
     install "cni/${plugin#*/}" "github.com/containernetworking/plugins/plugins/$plugin@$CNI_PLUGINS_VERSION"
 done
+install kube-router "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION" \
+    "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"
 install coredns "github.com/coredns/coredns@$COREDNS_VERSION"
 install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
     "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"

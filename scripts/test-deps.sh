@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Python packages, on Debian, as root:
 # the Prometheus server and promtool, iproute2 and util-linux (lab namespaces, setpriv),
-# iputils-ping, fping and tcpdump, podman, runc and debootstrap (the image tests), iptables and
-# gcc (the lab cluster's kube-proxy and pod sandbox); then builds
+# iputils-ping, fping and tcpdump, podman, runc and debootstrap (the image tests), iptables,
+# ipset and gcc (the lab cluster's kube-proxy, NetworkPolicy firewall and pod sandbox); then builds
 # the slim collector (cached by manifest hash), the local base image (cached as a tarball) and
 # a Kubernetes control plane (cached by version).
 # Idempotent and quick when everything is already there.
 set -euo pipefail
 
 packages=(prometheus iproute2 util-linux iputils-ping fping tcpdump procps podman runc debootstrap openssl
-          iptables gcc libc6-dev)
+          iptables ipset gcc libc6-dev)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

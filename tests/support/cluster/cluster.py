@@ -13,8 +13,9 @@ emulated links. A management bridge on the host (10.201.0.1) joins every node th
 back over it, so the API server reaches kubelets and pods reach the API server (the
 ``kubernetes`` Service's endpoint) without delay emulation. etcd, kube-apiserver,
 kube-controller-manager and kube-scheduler run on the host; each node runs containerd (runc from
-Debian, CNI bridge/host-local/portmap), a kubelet and kube-proxy (iptables). CoreDNS runs as a
-Deployment behind ``kube-dns`` (10.96.0.10).
+Debian, CNI bridge/host-local/portmap), a kubelet, kube-proxy (iptables) and kube-router's
+NetworkPolicy firewall (iptables and ipset; no routing, no proxy), so policies are enforced as an
+enforcing CNI does. CoreDNS runs as a Deployment behind ``kube-dns`` (10.96.0.10).
 
 Credentials: every component uses the control plane's admin token; the kubelets accept the API
 server anonymously. This is a lab; what is tested is monlat's side of the install.
@@ -85,7 +86,7 @@ def pod_cidr(index: int) -> str:
 @dataclass(frozen=True)
 class ClusterBinaries:
     k8s: Path  # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy
-    runtime: Path  # containerd, shim, ctr, cni/, coredns, helm
+    runtime: Path  # containerd, shim, ctr, cni/, kube-router, coredns, helm
 
 
 def _build(script: str, *args: str) -> Path:
@@ -106,7 +107,7 @@ def find_cluster_binaries() -> ClusterBinaries:
     """Build (or find in the cache) everything the cluster runs; skip-or-fail otherwise."""
     if os.geteuid() != 0:
         skip_or_fail("a lab cluster needs root (namespaces, cgroups, mounts)")
-    for tool in ("nsenter", "setpriv", "runc", "iptables", "gcc", "podman"):
+    for tool in ("nsenter", "setpriv", "runc", "iptables", "ipset", "gcc", "podman"):
         if shutil.which(tool) is None:
             skip_or_fail(f"'{tool}' is not installed (scripts/test-deps.sh installs it)")
     return ClusterBinaries(
@@ -197,6 +198,8 @@ class LabCluster:
         for name in self.lab.nodes:
             self.add_node(name, wait=False)
         self.wait_nodes_ready(timeout=180)
+        for node in self.nodes.values():
+            node.start_policy_firewall()  # it finds its Node by name: once the kubelet made it
         self._install_dns()
 
     def add_node(self, name: str, *, wait: bool = True) -> LabNode:
@@ -227,6 +230,7 @@ class LabCluster:
         node.start_kube_proxy()
         if wait:
             self.wait_nodes_ready(timeout=180, names=[name])
+            node.start_policy_firewall()  # it finds its Node by name: once the kubelet made it
         return node
 
     def power_off(self, name: str) -> None:
@@ -385,16 +389,17 @@ class LabCluster:
     def kubectl_json(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
 
-    def kustomization(self, base: str, *, agent_tag: str | None = None, extra: str = "") -> Path:
-        """A kustomization of ``base`` (a repo path) that only swaps in the lab's images."""
+    def kustomization(self, *bases: str, agent_tag: str | None = None, extra: str = "") -> Path:
+        """A kustomization of ``bases`` (repo paths) that only swaps in the lab's images (and
+        adds ``extra``, e.g. the patches a user makes to an overlay)."""
         directory = Path(tempfile.mkdtemp(prefix="kustomize-", dir=self.root))
         agent_name, _, tag = self.images.agent.rpartition(":")
         collector_name, _, collector_tag = self.images.collector.rpartition(":")
-        relative = os.path.relpath(REPO / base, directory)
+        resources = "".join(f"  - {os.path.relpath(REPO / base, directory)}\n" for base in bases)
         (directory / "kustomization.yaml").write_text(
             "apiVersion: kustomize.config.k8s.io/v1beta1\n"
             "kind: Kustomization\n"
-            f"resources:\n  - {relative}\n"
+            f"resources:\n{resources}"
             "images:\n"
             f"  - name: docker.io/monlat/monlat\n    newName: {agent_name}\n"
             f"    newTag: {agent_tag or tag}\n"
@@ -415,6 +420,35 @@ class LabCluster:
     def service_ip(self, namespace: str, name: str) -> str:
         service = self.kubectl_json("-n", namespace, "get", "service", name)
         return str(service["spec"]["clusterIP"])
+
+    @contextlib.contextmanager
+    def pod(self, namespace: str, name: str, node: str) -> Iterator[str]:
+        """A pod on ``node`` (pod network, the lab's agent image, idle) for :meth:`exec_in`:
+        long-lived, as the workloads a NetworkPolicy speaks of are, so that policy engines
+        have it in their sets. Yields its pod IP; deleted on exit."""
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "nodeName": node,
+                "terminationGracePeriodSeconds": 0,
+                "containers": [
+                    {"name": name, "image": self.images.agent, "command": ["sleep", "infinity"]}
+                ],
+            },
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(pod))
+        try:
+            self.kubectl("-n", namespace, "wait", "--for=condition=Ready", f"pod/{name}",
+                         "--timeout=120s", timeout=150)  # fmt: skip
+            yield str(self.kubectl_json("-n", namespace, "get", "pod", name)["status"]["podIP"])
+        finally:
+            self.kubectl("-n", namespace, "delete", "pod", name, "--wait=false", check=False)
+
+    def exec_in(self, namespace: str, name: str, command: Sequence[str]) -> str:
+        """``kubectl exec`` ``command`` in a pod of :meth:`pod`; its standard output."""
+        return self.kubectl("-n", namespace, "exec", name, "--", *command, timeout=60).stdout
 
     def spawn_in(self, node: str, argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
         """A helper process (a Prometheus, a sink) in ``node``'s namespace, outside its pods."""

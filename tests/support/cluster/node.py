@@ -374,6 +374,26 @@ state = '{state}'
             ],
         )
 
+    def start_policy_firewall(self) -> None:
+        """kube-router's NetworkPolicy firewall alone (no routing, no service proxy, no CNI):
+        iptables chains and ipsets in this node's namespace, for the pods on this node."""
+        self._spawn(
+            "kube-router",
+            [
+                str(self.runtime_bin / "kube-router"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--hostname-override={self.name}",
+                "--run-firewall=true",
+                "--run-router=false",
+                "--run-service-proxy=false",
+                "--enable-cni=false",
+                "--enable-ipv6=false",
+                "--health-port=0",
+                "--metrics-port=0",
+                "--v=1",
+            ],
+        )
+
     def check_alive(self) -> None:
         for daemon, proc in self.procs.items():
             if proc.poll() is not None:
@@ -385,7 +405,7 @@ state = '{state}'
 
     def destroy(self) -> None:
         """Stop the daemons, kill what is left in the node's cgroup, remove its files."""
-        for daemon in ("kube-proxy", "kubelet", "containerd"):
+        for daemon in ("kube-router", "kube-proxy", "kubelet", "containerd"):
             self.stop_daemon(daemon)
         self.cgroup.destroy()
         remove_tree(self.root)
