@@ -172,6 +172,52 @@ def test_switch_jitter(sock_switch: type[SockSwitch]) -> None:
     assert max(delays) - min(delays) > 3.0  # really spread, not constant
 
 
+def test_a_hop_with_a_smaller_mtu_reports_or_swallows_what_does_not_fit(
+    sock_switch: type[SockSwitch],
+) -> None:
+    sw = sock_switch(NODES2, links=[{"src": "a", "dst": "b", "mtu": 1400}])
+    big = ipv4_packet("198.18.0.2", b"z" * 1480, proto=1, src="198.18.0.1")
+    big_df = big[:6] + b"\x40\x00" + big[8:]  # Don't Fragment
+    fits = ipv4_packet("198.18.0.2", b"z" * 1380, proto=1, src="198.18.0.1")
+    # Fits: forwarded. Larger without DF: passes (fragmentation is not emulated).
+    for pkt in (fits, big):
+        sw.send("a", pkt)
+        got = sw.recv("b")
+        assert got is not None and got[0] == pkt
+    # Larger with DF: not forwarded; the hop answers from b's address with "fragmentation
+    # needed", next-hop MTU 1400, quoting the packet.
+    sw.send("a", big_df)
+    assert sw.recv("b", timeout=0.2) is None
+    got = sw.recv("a")
+    assert got is not None
+    report = got[0]
+    assert report[12:16] == ipaddress.IPv4Address("198.18.0.2").packed
+    assert report[16:20] == ipaddress.IPv4Address("198.18.0.1").packed
+    assert report[20:22] == b"\x03\x04" and struct.unpack("!H", report[26:28]) == (1400,)
+    assert report[28:] == big_df[: 576 - 28]
+    assert icmp_checksum_ok(report[20:])
+    # Reports filtered: the packet just vanishes (an MTU black hole).
+    sw.proc.request("set_link", src="a", dst="b", too_big_reports=False)
+    sw.send("a", big_df)
+    assert sw.recv("b", timeout=0.2) is None and sw.recv("a", timeout=0.2) is None
+    # IPv6 packets never fragment on the way: too big is too big, reported as such.
+    sw.proc.request("set_link", src="a", dst="b", too_big_reports=True)
+    sw.send("a", ipv6_packet("fd00:213::2", b"y" * 1400, nxt=58))
+    got = sw.recv("a")
+    assert got is not None and got[0][6] == 58 and got[0][40:42] == b"\x02\x00"
+    assert struct.unpack("!I", got[0][44:48]) == (1400,)
+    stats = sw.proc.request("stats")["stats"]["links"]["a>b"]
+    assert stats["too_big"] == 3 and stats["forwarded"] == 2
+
+
+def icmp_checksum_ok(message: bytes) -> bool:
+    data = message + b"\x00" * (len(message) % 2)
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF
+
+
 def test_switch_survives_odd_packets(sock_switch: type[SockSwitch]) -> None:
     sw = sock_switch(NODES2)
     odd = [

@@ -47,6 +47,10 @@ class Link:
     delay_ms: float = 0.0
     loss: float = 0.0
     jitter_ms: float = 0.0
+    # A middle hop's MTU (0: none): larger DF packets are not forwarded, and answered with an
+    # ICMP "fragmentation needed" / "packet too big" only while too_big_reports holds.
+    mtu: int = 0
+    too_big_reports: bool = True
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.delay_ms) and self.delay_ms >= 0):
@@ -55,9 +59,12 @@ class Link:
             raise ValueError(f"loss must be within [0, 1], got {self.loss!r}")
         if not (math.isfinite(self.jitter_ms) and self.jitter_ms >= 0):
             raise ValueError(f"jitter_ms must be finite and >= 0, got {self.jitter_ms!r}")
+        if self.mtu and not 68 <= self.mtu <= 65535:
+            raise ValueError(f"mtu must be 0 or within [68, 65535], got {self.mtu!r}")
 
     def as_dict(self) -> dict[str, float]:
-        return {"delay_ms": self.delay_ms, "loss": self.loss, "jitter_ms": self.jitter_ms}
+        return {"delay_ms": self.delay_ms, "loss": self.loss, "jitter_ms": self.jitter_ms,
+                "mtu": self.mtu, "too_big_reports": self.too_big_reports}  # fmt: skip
 
 
 NO_DELAY = Link()
@@ -328,6 +335,8 @@ class Lab:
         delay_ms: float | None = None,
         loss: float | None = None,
         jitter_ms: float | None = None,
+        mtu: int | None = None,
+        too_big_reports: bool | None = None,
         both: bool = False,
     ) -> None:
         """Change ``src -> dst`` (and ``dst -> src`` if ``both``); unset fields are kept.
@@ -341,7 +350,13 @@ class Lab:
         pairs = [(src, dst), (dst, src)] if both else [(src, dst)]
         changes = {
             k: v
-            for k, v in (("delay_ms", delay_ms), ("loss", loss), ("jitter_ms", jitter_ms))
+            for k, v in (
+                ("delay_ms", delay_ms),
+                ("loss", loss),
+                ("jitter_ms", jitter_ms),
+                ("mtu", mtu),
+                ("too_big_reports", too_big_reports),
+            )
             if v is not None
         }
         for pair in pairs:

@@ -31,11 +31,19 @@ set up the switch prints one JSON line ``{"ok": true, "ready": true,
 Control: one JSON object per line on stdin, one JSON reply per line on stdout:
 
     {"op": "set_link", "src": "n1", "dst": "n2", "delay_ms": 3, "loss": 0.1}
+    {"op": "set_link", "src": "n1", "dst": "n2", "mtu": 1400, "too_big_reports": false}
     {"op": "set_node", "node": "n1", "up": false}      # cut / restore a node
     {"op": "stats"}  {"op": "reset_stats"}  {"op": "ping"}  {"op": "quit"}
 
 The switch exits on EOF of stdin (its parent died or closed the pipe), when
 its parent process changes, on SIGTERM/SIGINT/SIGHUP, or on ``quit``.
+
+MTU: a link with ``mtu`` (0: none) is a middle hop that carries IP packets up to that size.
+A larger IPv4 packet with Don't Fragment set, or any larger IPv6 packet, is not forwarded; with
+``too_big_reports`` (the default) the hop answers it as a router does, with ICMP "fragmentation
+needed" or ICMPv6 "packet too big" naming the MTU, sent back over the reverse link from the
+packet's destination address; without, the packet just vanishes (a filtered report: an MTU
+black hole). Larger IPv4 packets without DF pass whole (fragmentation is not emulated).
 
 Timing: deliveries are kept in a heap keyed by (deadline, seq); the loop
 sleeps in select() (microsecond timeout, timer slack set to 1 ns) and, when
@@ -100,8 +108,39 @@ def _is_echo_request(pkt: bytes) -> bool:
     return len(pkt) > 40 and pkt[6] == 58 and pkt[40] == 128
 
 
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def too_big_report(pkt: bytes, mtu: int) -> bytes | None:
+    """What a router sends back for ``pkt`` that does not fit its next hop's ``mtu``: from the
+    packet's destination to its source, quoting as much of it as the RFCs allow."""
+    if pkt[0] >> 4 == 4:
+        quoted = pkt[: 576 - 28]
+        icmp = struct.pack("!BBHHH", 3, 4, 0, 0, mtu) + quoted
+        icmp = icmp[:2] + struct.pack("!H", _checksum(icmp)) + icmp[4:]
+        header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0,
+                             pkt[16:20], pkt[12:16])  # fmt: skip
+        header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+        return header + icmp
+    if len(pkt) < 40:
+        return None
+    source, destination = pkt[24:40], pkt[8:24]
+    quoted = pkt[: 1280 - 48]
+    body = struct.pack("!BBHI", 2, 0, 0, mtu) + quoted
+    pseudo = source + destination + struct.pack("!I3xB", len(body), 58)
+    body = body[:2] + struct.pack("!H", _checksum(pseudo + body)) + body[4:]
+    return struct.pack("!IHBB", 0x60000000, len(body), 58, 64) + source + destination + body
+
+
 class LinkState:
-    __slots__ = ("delay_s", "down_drops", "echo_requests", "forwarded", "jitter_s", "loss", "lost")
+    __slots__ = ("delay_s", "down_drops", "echo_requests", "forwarded", "jitter_s", "loss", "lost",
+                 "mtu", "too_big", "too_big_reports")  # fmt: skip
 
     def __init__(self, delay_ms: float, loss: float, jitter_ms: float) -> None:
         self.delay_s = 0.0
@@ -111,9 +150,26 @@ class LinkState:
         self.lost = 0
         self.down_drops = 0
         self.echo_requests = 0  # ICMP/ICMPv6 echo requests entering this link
+        self.mtu = 0
+        self.too_big_reports = True
+        self.too_big = 0  # packets not forwarded for their size
         self.update(delay_ms=delay_ms, loss=loss, jitter_ms=jitter_ms)
 
-    def update(self, delay_ms: Any = None, loss: Any = None, jitter_ms: Any = None) -> None:
+    def update(
+        self,
+        delay_ms: Any = None,
+        loss: Any = None,
+        jitter_ms: Any = None,
+        mtu: Any = None,
+        too_big_reports: Any = None,
+    ) -> None:
+        if mtu is not None:
+            m = int(mtu)
+            if m != 0 and not 68 <= m <= MAX_PACKET:
+                raise ValueError(f"mtu must be 0 or within [68, {MAX_PACKET}], got {mtu!r}")
+            self.mtu = m
+        if too_big_reports is not None:
+            self.too_big_reports = bool(too_big_reports)
         if delay_ms is not None:
             d = float(delay_ms)
             if not d >= 0.0:
@@ -139,6 +195,9 @@ class LinkState:
             "lost": self.lost,
             "down_drops": self.down_drops,
             "echo_requests": self.echo_requests,
+            "mtu": self.mtu,
+            "too_big_reports": self.too_big_reports,
+            "too_big": self.too_big,
         }
 
 
@@ -169,8 +228,9 @@ class Switch:
         ]
         for link in config.get("links") or []:
             self._link(link["src"], link["dst"]).update(
-                link.get("delay_ms"), link.get("loss"), link.get("jitter_ms")
-            )
+                link.get("delay_ms"), link.get("loss"), link.get("jitter_ms"),
+                link.get("mtu"), link.get("too_big_reports"),
+            )  # fmt: skip
         try:
             for name in self.names:
                 spec = nodes[name]
@@ -216,6 +276,7 @@ class Switch:
         for row in self.links:
             for link in row:
                 link.forwarded = link.lost = link.down_drops = link.echo_requests = 0
+                link.too_big = 0
 
     def close(self) -> None:
         for fd in self.fds:
@@ -259,6 +320,16 @@ class Switch:
             return
         if link.loss > 0.0 and (link.loss >= 1.0 or self.rng.random() < link.loss):
             link.lost += 1
+            return
+        if link.mtu and len(pkt) > link.mtu and (version == 6 or pkt[6] & 0x40):
+            link.too_big += 1
+            if link.too_big_reports:
+                report = too_big_report(pkt, link.mtu)
+                if report is not None:
+                    self.seq += 1
+                    heapq.heappush(
+                        self.heap, (now + self.links[dst][src].delay_s, self.seq, src, report)
+                    )
             return
         delay = link.delay_s
         if link.jitter_s > 0.0:
@@ -316,8 +387,9 @@ class Switch:
             return {"ok": True}
         if op == "set_link":
             self._link(req["src"], req["dst"]).update(
-                req.get("delay_ms"), req.get("loss"), req.get("jitter_ms")
-            )
+                req.get("delay_ms"), req.get("loss"), req.get("jitter_ms"),
+                req.get("mtu"), req.get("too_big_reports"),
+            )  # fmt: skip
             return {"ok": True}
         if op == "set_node":
             if req["node"] not in self.index:
