@@ -27,8 +27,11 @@ from monlat.agent.httpserver import Handler, HttpServer, Response
 from monlat.agent.logs import EventLog, MeasurementLog
 from monlat.agent.probe.icmp import Ignored
 from monlat.agent.probe.pending import Outcome, Result
+from monlat.agent.probe.pmtu import PathMtu, Verdict
+from monlat.agent.probe.pmtu_prober import PathMtuProber, PathMtuTransport
 from monlat.agent.probe.prober import Prober, Target, Transport
-from monlat.agent.probe.sockets import IcmpSocket, ProbeSetupError, open_socket
+from monlat.agent.probe.routes import InterfaceMtu
+from monlat.agent.probe.sockets import IcmpSocket, PathMtuSocket, ProbeSetupError, open_socket
 from monlat.agent.results import ResultStore
 from monlat.agent.settings import DEFAULT_PEERS
 from monlat.agent.sizing import Sizing, size_for
@@ -115,6 +118,59 @@ def open_transports(config: Config, events: EventLog) -> dict[int, IcmpSocket]:
 
 
 TransportFactory = Callable[[Config, EventLog], Mapping[int, Transport]]
+PathMtuTransportFactory = Callable[[Config, EventLog], Mapping[int, PathMtuTransport]]
+
+
+def open_path_mtu_transports(config: Config, events: EventLog) -> dict[int, PathMtuTransport]:
+    """The path MTU checks' own sockets; none (and a warning) where they cannot be opened: the
+    latency probes do not depend on them."""
+    if config.path_mtu.interval_s <= 0:
+        return {}
+    families = (socket.AF_INET, socket.AF_INET6)
+    opened: dict[int, PathMtuTransport] = {}
+    for family in families:
+        try:
+            opened[family] = PathMtuSocket(family, config.probe.socket_mode)
+        except (ProbeSetupError, OSError) as err:
+            if family == socket.AF_INET:
+                events.warning("mtu_checks_unavailable", family="ipv4", error=str(err))
+    return opened
+
+
+class _PathMtuReport:
+    """Delivers path MTU conclusions to results and telemetry, and logs each pair's changes."""
+
+    def __init__(self, store: ResultStore, telemetry: Telemetry, events: EventLog) -> None:
+        self._store = store
+        self._telemetry = telemetry
+        self._events = events
+        self._verdicts: dict[str, Verdict] = {}
+
+    def __call__(self, target: Target, result: PathMtu) -> None:
+        self._store.record_path_mtu(target.name, target.address, result)
+        self._telemetry.on_path_mtu(result)
+        if result.verdict is Verdict.INCONCLUSIVE:
+            return  # the latency probes report an unreachable or lossy peer
+        before = self._verdicts.get(target.name, Verdict.OK)
+        self._verdicts[target.name] = result.verdict
+        if result.verdict is before:
+            return
+        fields = {
+            "peer": target.name,
+            "address": target.address,
+            "probe_bytes": result.probe_bytes,
+            "largest_bytes": result.largest_bytes,
+        }
+        if result.verdict is Verdict.BLACK_HOLE:
+            self._events.warning("mtu_black_hole", **fields)
+        elif result.verdict is Verdict.LIMITED:
+            self._events.info("path_mtu_limited", **fields)
+        else:
+            self._events.info("path_mtu_ok", **fields)
+
+    def forget(self, names: set[str]) -> None:
+        for name in [name for name in self._verdicts if name not in names]:
+            del self._verdicts[name]
 
 
 def make_source(config: Config, events: EventLog) -> PeerSource:
@@ -148,6 +204,9 @@ class _Pipeline:
     telemetry: Telemetry
     log: MeasurementLog | None
     prober: Prober
+    path_mtu: PathMtuProber | None
+    path_mtu_transports: Mapping[int, PathMtuTransport]
+    path_mtu_report: _PathMtuReport
 
 
 class Agent:
@@ -158,6 +217,7 @@ class Agent:
         stdout: TextIO = sys.stdout,
         stderr: TextIO = sys.stderr,
         transports: TransportFactory | None = None,
+        path_mtu_transports: PathMtuTransportFactory | None = None,
         route_libraries: bool = True,
     ) -> None:
         self._config = config
@@ -166,6 +226,11 @@ class Agent:
         self._route_libraries = route_libraries
         # The ICMP sockets by default; tests without root inject an in-memory network.
         self._open_transports = transports or open_transports
+        # Injected transports are an in-memory network: no real sockets beside them unless
+        # the test injects its own for the MTU checks too.
+        self._open_path_mtu_transports: PathMtuTransportFactory = path_mtu_transports or (
+            open_path_mtu_transports if transports is None else (lambda _config, _events: {})
+        )
         self._events = EventLog(stderr, config.log_level)
         self._stdout = stdout
         self._peers: PeerMap = {}
@@ -268,7 +333,21 @@ class Agent:
             (("receive", "kernel"), prober.kernel_receive_times),
             (("receive", "user"), prober.user_receive_times),
         )
-        return _Pipeline(source, transports, store, labels, series, export, telemetry, log, prober)
+        mtu_transports = self._open_path_mtu_transports(config, self._events)
+        report = _PathMtuReport(store, telemetry, self._events)
+        path_mtu = (
+            PathMtuProber(
+                mtu_transports,
+                config.path_mtu,
+                small_payload=config.probe.payload_size,
+                probe_size=InterfaceMtu().for_address,
+                listener=report,
+            )
+            if mtu_transports
+            else None
+        )
+        return _Pipeline(source, transports, store, labels, series, export, telemetry, log,
+                         prober, path_mtu, mtu_transports, report)  # fmt: skip
 
     async def _serve(self, pipeline: _Pipeline) -> int:
         """Listen, probe and discover until stopped or a task fails; then flush and close."""
@@ -295,6 +374,11 @@ class Agent:
             self._events.warning("no_peers_configured", probing="localhost=127.0.0.1")
         tasks = [
             asyncio.create_task(pipeline.prober.run(), name="prober"),
+            *(
+                [asyncio.create_task(pipeline.path_mtu.run(), name="path-mtu")]
+                if pipeline.path_mtu is not None
+                else []
+            ),
             asyncio.create_task(
                 source.run(lambda peers: self._publish(pipeline, peers)), name="discovery"
             ),
@@ -309,6 +393,8 @@ class Agent:
         await self._flush(pipeline.export)
         for transport in pipeline.transports.values():
             transport.close()
+        for mtu_transport in pipeline.path_mtu_transports.values():
+            mtu_transport.close()
         if pipeline.log is not None:
             pipeline.log.flush()
         if failure is not None:
@@ -354,7 +440,7 @@ class Agent:
         pipeline.store.count_histograms(sizing.pair_histograms)
         chosen = {key: peer for key, peer in peers.items() if peer.name in plan.peers}
         first = not self._published
-        self._apply_peers(chosen, pipeline.prober, pipeline.store)
+        self._apply_peers(chosen, pipeline)
         pipeline.telemetry.expected_probers = plan.expected_probers
         if first:
             # What start-up built (modules, the SDK, a window per peer) lives as long as the
@@ -383,7 +469,8 @@ class Agent:
             names.append(f"otlp({self._config.otlp.protocol} {self._config.otlp.endpoint})")
         return names
 
-    def _apply_peers(self, peers: PeerMap, prober: Prober, store: ResultStore) -> None:
+    def _apply_peers(self, peers: PeerMap, pipeline: _Pipeline) -> None:
+        prober, store = pipeline.prober, pipeline.store
         changes = diff_peers(self._peers, peers)
         for peer in changes.added:
             self._events.info("peer_added", peer=peer.key, address=peer.address)
@@ -399,6 +486,9 @@ class Agent:
         for name in unreachable:
             self._events.warning("peer_skipped", peer=name, reason="no socket for its family")
         prober.set_targets(targets)
+        if pipeline.path_mtu is not None:
+            pipeline.path_mtu.set_targets(targets)
+        pipeline.path_mtu_report.forget(set(targets))
         store.set_peers(
             (t.name, t.address) for t in targets.values() if t.family in prober.families
         )

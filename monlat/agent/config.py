@@ -81,6 +81,17 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class PathMtuConfig:
+    # Each peer's path is checked once per period (0: no checks).
+    interval_s: float = 60.0
+    # The IP packet size the paths should carry; None: the MTU of the interface each peer is
+    # routed through.
+    probe_bytes: int | None = None
+    timeout_s: float = 1.0
+    resolution_bytes: int = 8
+
+
+@dataclass(frozen=True)
 class Config:
     node_name: str
     discovery: DiscoveryMode
@@ -109,6 +120,7 @@ class Config:
     network_label: str | None = None
     # The events' threshold (a logging level); at DEBUG the libraries' own records show too.
     log_level: int = logging.INFO
+    path_mtu: PathMtuConfig = PathMtuConfig()
 
 
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from monlat.agent.probe.pending import Outcome, Result
+from monlat.agent.probe.pmtu import PathMtu
 
 _SEND_ERROR = Result.SEND_ERROR
 
@@ -29,6 +30,7 @@ class PeerSummary:
     jitter_s: float | None  # mean |RTT difference| of consecutive replies in the window
     counts: tuple[tuple[Result, int], ...]  # cumulative probes by result
     histogram: HistogramSnapshot
+    path_mtu: PathMtu | None = None  # the latest path MTU check's conclusion
 
 
 # 50 µs doubling up to ~26 s: LAN to WAN in 20 buckets.
@@ -211,6 +213,7 @@ class ResultStore:
         self._lock = threading.Lock()
         self._windows: dict[str, RttWindow] = {}
         self._addresses: dict[str, str] = {}
+        self._path_mtu: dict[str, PathMtu] = {}
         self._histograms = True
 
     def count_histograms(self, on: bool) -> None:
@@ -228,12 +231,19 @@ class ResultStore:
                 if wanted.get(name) != self._addresses.get(name):
                     del self._windows[name]
                     del self._addresses[name]
+                    self._path_mtu.pop(name, None)
             for name, address in wanted.items():
                 if name not in self._windows:
                     window = RttWindow(self._window_s, self._latest_count)
                     window.count_histogram(self._histograms)
                     self._windows[name] = window
                     self._addresses[name] = address
+
+    def record_path_mtu(self, peer: str, address: str, result: PathMtu) -> None:
+        """A path MTU check's conclusion; one for a departed or re-addressed peer is dropped."""
+        with self._lock:
+            if self._addresses.get(peer) == address:
+                self._path_mtu[peer] = result
 
     def record(self, outcome: Outcome) -> None:
         self.record_all((outcome,))
@@ -256,6 +266,7 @@ class ResultStore:
     def snapshot(self) -> list[PeerSummary]:
         now = self._clock()
         stale_after_s = self._stale_after_s
+        path_mtu = self._path_mtu
         with self._lock:
             summaries = []
             for name, window in self._windows.items():
@@ -269,6 +280,7 @@ class ResultStore:
                         jitter_s=window.jitter_s(now),
                         counts=tuple(window.counts.items()),
                         histogram=window.histogram.snapshot(),
+                        path_mtu=path_mtu.get(name),
                     )
                 )
         return summaries

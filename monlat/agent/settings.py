@@ -21,6 +21,7 @@ from monlat.agent.config import (
     IpFamily,
     KubernetesConfig,
     OtlpConfig,
+    PathMtuConfig,
     ProbeConfig,
     SocketMode,
     StaticPeer,
@@ -81,6 +82,12 @@ def _socket_mode(setting: str, text: str) -> SocketMode:
         return SocketMode(text.lower())
     except ValueError:
         raise ConfigError(setting, f"expected auto, raw or dgram, got {text!r}") from None
+
+
+def _mtu_probe_size(setting: str, text: str) -> int | None:
+    if text.strip().lower() == "auto":
+        return None
+    return _whole(68, 65535)(setting, text.strip())
 
 
 def _text(setting: str, text: str) -> str:
@@ -148,6 +155,12 @@ AGENT_FLAGS = (
           _whole(16, 1400), "BYTES"),
     _Flag("--socket", "MONLAT_SOCKET", "ICMP socket kind: auto, raw or dgram", "auto",
           _socket_mode),
+    _Flag("--mtu-check-interval", "MONLAT_MTU_CHECK_INTERVAL", "check each peer's path for "
+          "an MTU black hole once per this period, with one Don't-Fragment probe of the probe "
+          "size (0: never)", "60s", _duration_or_off),
+    _Flag("--mtu-probe-size", "MONLAT_MTU_PROBE_SIZE", "the IP packet size the paths should "
+          "carry (68 to 65535); auto: the MTU of the interface each peer is routed through",
+          "auto", _mtu_probe_size, "BYTES"),
     _Flag("--listen", "MONLAT_LISTEN", "HTTP listener for health", DEFAULT_LISTEN),
     _Flag("--prometheus", None, "serve Prometheus metrics on HOST:PORT (implies the prometheus "
           "exporter)", metavar="HOST:PORT"),
@@ -267,6 +280,7 @@ def parse_agent_config(argv: Sequence[str], environ: Mapping[str, str]) -> Confi
         export_interval_s=export_interval,
         log_measurements=settings.value("--log-measurements"),
         log_level=settings.value("--log-level"),
+        path_mtu=_path_mtu_config(settings, probe),
         window_s=window,
         shutdown_timeout_s=settings.value("--shutdown-timeout"),
         socket_retry_s=settings.value("--socket-retry"),
@@ -482,6 +496,20 @@ def _probe_config(settings: _Settings) -> ProbeConfig:
         payload_size=settings.value("--payload-size"),
         socket_mode=settings.value("--socket"),
     )
+
+
+def _path_mtu_config(settings: _Settings, probe: ProbeConfig) -> PathMtuConfig:
+    interval: float = settings.value("--mtu-check-interval")
+    if 0 < interval < 1:
+        raise ConfigError(settings.text("--mtu-check-interval")[0], "must be 0 or at least 1s")
+    size: int | None = settings.value("--mtu-probe-size")
+    if size is not None and size <= probe.payload_size + 48:
+        raise ConfigError(
+            settings.text("--mtu-probe-size")[0],
+            f"must be larger than the latency probes ({probe.payload_size} payload bytes and "
+            "their headers)",
+        )
+    return PathMtuConfig(interval_s=interval, probe_bytes=size, timeout_s=probe.timeout_s)
 
 
 def _exporters(settings: _Settings, discovery: DiscoveryMode) -> frozenset[str]:

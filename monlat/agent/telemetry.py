@@ -20,6 +20,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from monlat.agent.discovery import PeerMap, split_key
 from monlat.agent.probe.icmp import Ignored
+from monlat.agent.probe.pmtu import PathMtu, Verdict
 from monlat.agent.results import PeerSummary, ResultStore
 from monlat.common import names as metric
 
@@ -121,6 +122,24 @@ def _latency_ms(summary: PeerSummary) -> float | None:
     return None if summary.latency_ms is None else round(summary.latency_ms, 3)
 
 
+def _path_mtu_bytes(summary: PeerSummary) -> float | None:
+    found = summary.path_mtu
+    if found is None or found.verdict not in _MTU_FAULTS:
+        return None
+    return found.largest_bytes
+
+
+def _mtu_black_hole(summary: PeerSummary) -> float | None:
+    found = summary.path_mtu
+    if found is None or found.verdict not in _MTU_FAULTS:
+        return None
+    return 1.0 if found.black_hole else 0.0
+
+
+# Per-pair MTU series only where the path does not carry the probe size: a healthy pair costs
+# no series (at 5,000 nodes every per-pair series is budgeted), and the checks by verdict per
+# agent say that paths were checked and found fine.
+_MTU_FAULTS = frozenset({Verdict.LIMITED, Verdict.BLACK_HOLE})
 PAIR_GAUGES = (
     PairGauge(
         metric.LATENCY,
@@ -137,7 +156,20 @@ PAIR_GAUGES = (
         "Mean absolute difference between consecutive RTTs over the window",
         lambda s: s.jitter_s,
     ),
+    PairGauge(
+        metric.PATH_MTU,
+        "Largest IP packet known to cross the path, where it is smaller than the size the path "
+        "should carry (the probe size)",
+        _path_mtu_bytes,
+    ),
+    PairGauge(
+        metric.MTU_BLACK_HOLE,
+        "1: packets above monlat_path_mtu_bytes vanish without an ICMP report (an MTU black "
+        "hole); 0: the path reports its smaller MTU",
+        _mtu_black_hole,
+    ),
 )
+
 PROBES_DESCRIPTION = "Probes finished, by result (reply, timeout, error, send_error)"
 
 
@@ -183,6 +215,7 @@ class Telemetry:
         self._from = labels.node
         self._agent = labels.agent()
         self._ignored: dict[Ignored, int] = dict.fromkeys(Ignored, 0)
+        self._mtu_checks: dict[Verdict, int] = dict.fromkeys(Verdict, 0)
         self._info = {"version": version, "socket": socket_kind}
         # How many agents are expected to probe this node (with --max-peers, K): compare with
         # count by (to) (latency_between_nodes) to find blind spots.
@@ -218,6 +251,12 @@ class Telemetry:
             description="How late each probe left relative to its schedule (agent overload)",
             explicit_bucket_boundaries_advisory=SEND_LAG_BUCKETS,
         )
+        meter.create_observable_counter(
+            metric.MTU_CHECKS.instrument,
+            callbacks=[self._observe_mtu_checks],
+            description="Path MTU checks finished, by result (ok, limited, black_hole, "
+            "inconclusive)",
+        )
         meter.create_observable_gauge(
             metric.AGENT_INFO.instrument,
             callbacks=[self._observe_info],
@@ -228,6 +267,9 @@ class Telemetry:
 
     def on_ignored(self, reason: Ignored) -> None:
         self._ignored[reason] += 1
+
+    def on_path_mtu(self, result: PathMtu) -> None:
+        self._mtu_checks[result.verdict] += 1
 
     def on_send_lag(self, lag_s: float) -> None:
         self._send_lag.record(lag_s, self._agent)
@@ -242,6 +284,13 @@ class Telemetry:
         return [
             Observation(count, {**self._agent, "reason": reason.value})
             for reason, count in list(self._ignored.items())
+            if count
+        ]
+
+    def _observe_mtu_checks(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(count, {**self._agent, "result": verdict.value})
+            for verdict, count in list(self._mtu_checks.items())
             if count
         ]
 

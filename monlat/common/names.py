@@ -53,6 +53,9 @@ LOSS = _metric("monlat_loss_ratio", "", Kind.GAUGE)
 JITTER = _metric("monlat_jitter", "s", Kind.GAUGE, "monlat_jitter_seconds")
 PROBES = _metric("monlat_probes", "", Kind.COUNTER)
 RTT = _metric("monlat_rtt", "s", Kind.HISTOGRAM, "monlat_rtt_seconds")
+# Only for pairs whose path does not carry the probe size (see telemetry).
+PATH_MTU = _metric("monlat_path_mtu", "By", Kind.GAUGE, "monlat_path_mtu_bytes")
+MTU_BLACK_HOLE = _metric("monlat_mtu_black_hole", "", Kind.GAUGE)
 
 # Per agent.
 AGENT_INFO = _metric("monlat_agent_info", "", Kind.GAUGE)
@@ -61,8 +64,9 @@ EXPECTED_PROBERS = _metric("monlat_expected_probers", "", Kind.GAUGE)
 IGNORED_PACKETS = _metric("monlat_ignored_packets", "", Kind.COUNTER)
 TIMESTAMPS = _metric("monlat_timestamps", "", Kind.COUNTER)
 SEND_LAG = _metric("monlat_send_lag", "s", Kind.HISTOGRAM, "monlat_send_lag_seconds")
+MTU_CHECKS = _metric("monlat_mtu_checks", "", Kind.COUNTER)
 
-PER_PAIR: tuple[MetricName, ...] = (LATENCY, LOSS, JITTER, PROBES, RTT)
+PER_PAIR: tuple[MetricName, ...] = (LATENCY, LOSS, JITTER, PROBES, RTT, PATH_MTU, MTU_BLACK_HOLE)
 PER_AGENT: tuple[MetricName, ...] = (
     AGENT_INFO,
     PEERS,
@@ -70,6 +74,7 @@ PER_AGENT: tuple[MetricName, ...] = (
     IGNORED_PACKETS,
     TIMESTAMPS,
     SEND_LAG,
+    MTU_CHECKS,
 )
 
 

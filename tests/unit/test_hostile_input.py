@@ -7,6 +7,7 @@ are `hatch run fuzz:long`."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import io
@@ -26,13 +27,17 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import tests.support.fuzzing  # noqa: F401  (the profile)
-from monlat.agent.config import parse_peers, read_peers_file
+from monlat.agent.config import PathMtuConfig, parse_peers, read_peers_file
 from monlat.agent.discovery.kubernetes import _ListWatch
 from monlat.agent.discovery.nodes import AddressPolicy, Eligibility, NodeCache
 from monlat.agent.discovery.pods import PodCache
 from monlat.agent.logs import EventLog
 from monlat.agent.probe.icmp import EchoBuilder, Ignored, Packet, parse
 from monlat.agent.probe.pending import Outcome, PendingProbes, Result
+from monlat.agent.probe.pmtu import PathMtu, Verdict
+from monlat.agent.probe.pmtu_prober import PathMtuProber
+from monlat.agent.probe.prober import Target
+from monlat.agent.probe.sockets import QueuedError
 from monlat.agent.settings import AGENT_FLAGS, otlp_headers, parse_agent_config
 from monlat.common.errors import ConfigError
 from monlat.tools.scrape import ExpositionError, parse_exposition
@@ -126,6 +131,80 @@ def test_a_stream_of_garbage_never_measures_and_leaves_the_probes_waiting(
 # -- peers file, flags, environment, OTLP headers -----------------------------------------------
 
 PEER_TEXT = st.text(alphabet=string.printable + "é\u2028=#,", max_size=300)
+
+
+class ForgedPath:
+    """A path MTU transport on which no genuine answer ever arrives: every request is met by
+    the generated replies and queued errors (forged, stray, truncated)."""
+
+    family = int(socket.AF_INET)
+    ident = IDENT
+    parses_ip_header = False
+
+    def __init__(self, replies: list[bytes], errors: list[tuple[int, int, int, bytes]]) -> None:
+        self.reader, self.writer = socket.socketpair()
+        self._replies, self._errors = replies, errors
+        self.pending: tuple[list[tuple[bytes, str]], list[QueuedError]] = ([], [])
+
+    def fileno(self) -> int:
+        return self.reader.fileno()
+
+    def send(self, packet: bytes, address: str) -> bool:
+        self.pending = (
+            [(data, address) for data in self._replies],
+            [QueuedError(*error) for error in self._errors],
+        )
+        self.writer.send(b"!")
+        return True
+
+    def receive_all(self) -> list[tuple[bytes, str]]:
+        self.reader.recv(4096)
+        replies, self.pending = self.pending[0], ([], self.pending[1])
+        return replies
+
+    def errors(self) -> list[QueuedError]:
+        errors, self.pending = self.pending[1], (self.pending[0], [])
+        return errors
+
+
+@given(
+    st.lists(st.binary(max_size=64), max_size=6),
+    st.lists(
+        st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 2**32 - 1),
+                  st.binary(max_size=40)),
+        max_size=6,
+    ),
+)  # fmt: skip
+def test_forged_answers_never_make_a_path_look_fine_or_black_holed(
+    replies: list[bytes], errors: list[tuple[int, int, int, bytes]]
+) -> None:
+    path = ForgedPath(replies, errors)
+
+    async def check() -> PathMtu:
+        found: asyncio.Future[PathMtu] = asyncio.get_running_loop().create_future()
+        prober = PathMtuProber(
+            {path.family: path},
+            PathMtuConfig(interval_s=3600, timeout_s=0.001),
+            small_payload=56,
+            probe_size=lambda address: 1500,
+            listener=lambda target, result: found.done() or found.set_result(result),
+        )
+        prober.set_targets({"b": Target("b", "10.0.0.2")})
+        task = asyncio.create_task(prober.run())
+        try:
+            return await asyncio.wait_for(found, 10)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    try:
+        result = asyncio.run(check())
+    finally:
+        path.reader.close()
+        path.writer.close()
+    # Without our cookie nothing is a reply; a short error quoting our identifier and sequence
+    # may claim a smaller MTU (as a router quoting 8 bytes does), never more.
+    assert result.verdict in (Verdict.INCONCLUSIVE, Verdict.LIMITED)
 
 
 @given(PEER_TEXT, st.booleans())

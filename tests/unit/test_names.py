@@ -16,6 +16,7 @@ from monlat.agent.export.provider import build_export, build_provider, build_res
 from monlat.agent.logs import EventLog
 from monlat.agent.probe.icmp import Ignored
 from monlat.agent.probe.pending import Outcome, Result
+from monlat.agent.probe.pmtu import PathMtu, Verdict
 from monlat.agent.results import ResultStore
 from monlat.agent.settings import parse_agent_config
 from monlat.agent.telemetry import PairLabels, PairSeries, Snapshots, Telemetry
@@ -30,6 +31,8 @@ def an_agent_that_measured() -> tuple[Snapshots, PairLabels, PairSeries]:
     )
     store.set_peers([("b", "10.0.0.2")])
     store.record_all([Outcome("b", "10.0.0.2", n, Result.REPLY, 0.001 * n) for n in (1, 2)])
+    # A path that carries less than the probe size: the pair's MTU series appear.
+    store.record_path_mtu("b", "10.0.0.2", PathMtu(Verdict.BLACK_HOLE, 1500, 1400, 12))
     snapshots = Snapshots(store, clock=lambda: 1.0)
     labels = PairLabels("a")
     labels.update({"b": Peer("b", "10.0.0.2")}, "")
@@ -42,6 +45,7 @@ def every_agent_series_active(telemetry: Telemetry) -> None:
     telemetry.timestamps = lambda: ((("send", "kernel"), 1),)
     telemetry.on_ignored(Ignored.FOREIGN)
     telemetry.on_send_lag(0.001)
+    telemetry.on_path_mtu(PathMtu(Verdict.OK, 1500, 1500, 1))
 
 
 def test_the_prometheus_endpoint_serves_exactly_the_named_series() -> None:

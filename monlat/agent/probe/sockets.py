@@ -249,3 +249,111 @@ def open_socket(family: int, mode: SocketMode) -> IcmpSocket:
         f"cannot open an {except_family} socket: {'; '.join(errors)}. Grant CAP_NET_RAW, or set "
         f"net.ipv4.ping_group_range to include group {os.getegid()}"
     )
+
+
+# <linux/in.h>, <linux/in6.h>, <linux/errqueue.h>: not in Python's socket module.
+_IP_MTU_DISCOVER = 10
+_IP_RECVERR = 11
+_IPV6_MTU_DISCOVER = 23
+_IPV6_RECVERR = 25
+# Don't Fragment always, and ignore the kernel's cached path MTU: every check asks the path
+# itself, even after a "fragmentation needed" lowered what the kernel believes.
+_PMTUDISC_PROBE = 3
+_ORIGIN_ICMP = 2
+_ORIGIN_ICMP6 = 3
+_ERROR_FIELDS = struct.Struct("@IBBBBII")  # sock_extended_err
+
+
+class QueuedError(NamedTuple):
+    """An ICMP error the kernel matched to one of our requests (IP_RECVERR)."""
+
+    icmp_type: int
+    icmp_code: int
+    info: int  # the next-hop MTU of a "fragmentation needed" / "packet too big"
+    quoted: bytes  # our request as quoted: its ICMP header and as much payload as came back
+
+    @property
+    def too_big(self) -> bool:
+        return (self.icmp_type, self.icmp_code) in ((3, 4), (2, 0))
+
+
+class PathMtuSocket:
+    """An ICMP socket for path MTU checks: Don't Fragment set, errors queued to us with the
+    MTU they report, no timestamps (a check needs an answer, not a time).
+
+    Its own socket, so that the large requests, the DF setting and the error queue never touch
+    the latency probes' socket and its transmit timestamps.
+    """
+
+    def __init__(self, family: int, mode: SocketMode) -> None:
+        self._socket = open_socket(family, mode)
+        self.family = family
+        self.sock = self._socket.sock
+        self.raw = self._socket.raw
+        self.ident = self._socket.ident
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, 0)
+        if family == socket.AF_INET:
+            self.sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _PMTUDISC_PROBE)
+            self.sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+        else:
+            self.sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _PMTUDISC_PROBE)
+            self.sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+        if self.raw:
+            # Errors come through the error queue with their MTU; only replies on the socket.
+            _install_reply_filter(self.sock, family)
+
+    @property
+    def parses_ip_header(self) -> bool:
+        return self._socket.parses_ip_header
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, packet: bytes, address: str) -> bool:
+        """False when the kernel refused it here (larger than the interface, no route)."""
+        try:
+            self.sock.sendto(packet, (address, 0))
+        except OSError:
+            return False
+        return True
+
+    def receive_all(self) -> list[tuple[bytes, str]]:
+        received: list[tuple[bytes, str]] = []
+        while True:
+            try:
+                data, address = self.sock.recvfrom(_MAX_PACKET)
+            except (BlockingIOError, InterruptedError):
+                return received
+            except OSError:
+                continue  # a pending error reported on read; the error queue has it whole
+            received.append((data, address[0].split("%", 1)[0]))
+
+    def errors(self) -> list[QueuedError]:
+        queued: list[QueuedError] = []
+        while True:
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(
+                    _MAX_PACKET, socket.CMSG_SPACE(_ERROR_FIELDS.size + 64), _MSG_ERRQUEUE
+                )
+            except (BlockingIOError, InterruptedError):
+                return queued
+            except OSError:
+                return queued
+            for _level, _kind, field_data in ancillary:
+                if len(field_data) < _ERROR_FIELDS.size:
+                    continue
+                _, origin, icmp_type, icmp_code, _, info, _ = _ERROR_FIELDS.unpack_from(field_data)
+                if origin in (_ORIGIN_ICMP, _ORIGIN_ICMP6):
+                    queued.append(QueuedError(icmp_type, icmp_code, info, data))
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+def _install_reply_filter(sock: socket.socket, family: int) -> None:
+    if family == socket.AF_INET:
+        sock.setsockopt(_SOL_RAW, _ICMP_FILTER, struct.pack("I", ~1 & 0xFFFFFFFF))
+        return
+    blocked = [0xFFFFFFFF] * 8
+    blocked[129 >> 5] &= ~(1 << (129 & 31)) & 0xFFFFFFFF
+    sock.setsockopt(socket.IPPROTO_ICMPV6, _ICMP6_FILTER, struct.pack("8I", *blocked))
