@@ -399,3 +399,71 @@ def test_cli_errors_are_one_line_and_exit_2(args: list[str], setting: str, words
     port = closed_port()
     result = run_monlat("diagnose", *(a.format(port=port) for a in args))
     assert_one_line_error(result, setting, words)
+
+
+# --- MTU black holes -----------------------------------------------------------------------------
+
+
+def black_holes(
+    pairs: Mapping[tuple[str, str], PairData],
+    holes: Mapping[tuple[str, str], int],
+    zones: Mapping[str, str] | None = None,
+) -> Matrix:
+    """The pairs, with `holes` exported as the agents export a black-holed path."""
+
+    def labels(src: str, dst: str) -> str:
+        found = {"from": src, "to": dst, "job": "monlat", "instance": src}
+        if zones is not None:
+            found.update(from_zone=zones.get(src, ""), to_zone=zones.get(dst, ""))
+        return ",".join(f'{key}="{value}"' for key, value in found.items())
+
+    extra = "".join(
+        f"monlat_mtu_black_hole{{{labels(*pair)}}} 1\n"
+        f"monlat_path_mtu_bytes{{{labels(*pair)}}} {size}\n"
+        for pair, size in holes.items()
+    )
+    return matrix_of(pairs, zones=zones, extra=extra)
+
+
+def test_an_mtu_black_hole_on_one_link_is_named_as_such_not_as_loss() -> None:
+    matrix = black_holes(full_mesh(NODES), {("node1", "node2"): 1400, ("node2", "node1"): 1400})
+    diagnosis = diagnose(matrix)
+    assert kinds(diagnosis) == [("mtu", "node1<->node2")]
+    (finding,) = diagnosis.findings
+    assert finding.summary == (
+        "MTU black hole: packets over 1400 bytes vanish without an ICMP report on 2 of the 2 "
+        "paths; small packets pass"
+    )
+    text = render_text(diagnosis)
+    assert "MTU node1<->node2: MTU black hole" in text
+    assert "node1 -> node2: 0." in text and "MTU black hole above 1400 bytes" in text
+    document = json.loads(render_json(diagnosis))
+    (pair, _) = document["findings"][0]["evidence"][0]["pairs"]
+    assert pair["mtu_black_hole"] is True and pair["path_mtu_bytes"] == 1400
+
+
+def test_a_node_with_a_small_mtu_is_one_node_finding() -> None:
+    holes = {pair: 1450 for pair in full_mesh(NODES) if "node3" in pair}
+    diagnosis = diagnose(black_holes(full_mesh(NODES), holes))
+    assert kinds(diagnosis) == [("mtu", "node3")]
+    assert "on 10 of node3's 10 paths" in diagnosis.findings[0].summary
+
+
+def test_an_mtu_black_hole_between_zones_is_a_zone_pair_finding() -> None:
+    zones = {f"{z}{i}": f"zone-{z}" for z in "abc" for i in range(1, 4)}
+    pairs = full_mesh(sorted(zones), base_ms=0.3)
+    holes = {
+        (src, dst): 1380 for src, dst in pairs if {zones[src], zones[dst]} == {"zone-a", "zone-c"}
+    }
+    diagnosis = diagnose(black_holes(pairs, holes, zones))
+    assert kinds(diagnosis) == [("mtu", "zone-a<->zone-c")]
+    assert "on 18 of the 18 cross-zone paths" in diagnosis.findings[0].summary
+
+
+def test_a_path_that_reports_its_smaller_mtu_is_no_finding() -> None:
+    pairs = full_mesh(NODES)
+    extra = (
+        'monlat_mtu_black_hole{from="node1",to="node2"} 0\n'
+        'monlat_path_mtu_bytes{from="node1",to="node2"} 1280\n'
+    )
+    assert diagnose(matrix_of(pairs, extra=extra)).findings == ()

@@ -39,7 +39,8 @@ class DiagnoseOptions:
 def build_diagnose_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="monlat diagnose",
-        description="Find slow or lossy nodes, links and zone boundaries from a metrics endpoint. "
+        description="Find slow or lossy nodes, links and zone boundaries, and MTU black holes, "
+        "from a metrics endpoint. "
         "Exit status: 0 nothing found, 1 findings, 2 bad input or unreachable URL.",
     )
     add_url_argument(parser)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from monlat.tools.matrix.model import Cell, Matrix, median, median_excluding, natural_key
@@ -18,6 +19,7 @@ class Kind(enum.Enum):
     ZONE = "zone"
     NODE = "node"
     LINK = "link"
+    MTU = "mtu"  # an MTU black hole: large packets vanish while small ones pass
     COVERAGE = "coverage"
 
 
@@ -35,6 +37,8 @@ class PairEvidence:
     latency_ms: float | None
     baseline_ms: float | None
     loss_ratio: float | None
+    path_mtu_bytes: float | None = None
+    mtu_black_hole: bool = False
 
     @property
     def factor(self) -> float | None:
@@ -141,7 +145,8 @@ def _context(matrix: Matrix, thresholds: Thresholds) -> _Context:
 
 def _evidence(ctx: _Context, pair: Pair, baseline_ms: float | None) -> PairEvidence:
     cell = ctx.cells.get(pair, Cell())
-    return PairEvidence(pair[0], pair[1], cell.latency_ms, baseline_ms, cell.loss_ratio)
+    return PairEvidence(pair[0], pair[1], cell.latency_ms, baseline_ms, cell.loss_ratio,
+                        cell.path_mtu_bytes, cell.mtu_black_hole)  # fmt: skip
 
 
 def ratio_text(value_ms: float, baseline_ms: float) -> str:
@@ -430,6 +435,82 @@ def _link_summary(ctx: _Context, bad_directions: Sequence[Pair]) -> str:
     return "; ".join(parts)
 
 
+# --- MTU black holes ----------------------------------------------------------------------------
+
+
+def mtu_findings(ctx: _Context) -> tuple[Finding, ...]:
+    """Pairs whose large packets vanish without an ICMP report while small ones are answered:
+    a pair of zones when enough of its cross-zone pairs do, a node when enough of its own
+    paths do (it has the small MTU: its interface, its overlay), else each pair. Distinct from
+    loss: the latency probes of these pairs are answered."""
+    holes = {pair for pair, cell in ctx.cells.items() if cell.mtu_black_hole}
+    if not holes:
+        return ()
+    findings: list[Finding] = []
+    explained: set[Pair] = set()
+    by_group: dict[GroupKey, list[Pair]] = {}
+    for pair in ctx.cells:
+        by_group.setdefault(ctx.groups[pair], []).append(pair)
+    for group, pairs in sorted(by_group.items()):
+        if group == INTRA:
+            continue
+        bad = [pair for pair in pairs if pair in holes]
+        if enough(len(bad), len(pairs)):
+            explained.update(bad)
+            findings.append(
+                _mtu_finding(
+                    ctx, f"{group[0]}<->{group[1]}", lambda n: f"the {n} cross-zone", bad, pairs
+                )
+            )
+    remaining = holes - explained
+    touching = _by_node(ctx.cells, 0)
+    for node, column in _by_node(ctx.cells, 1).items():
+        touching.setdefault(node, []).extend(column)
+    for node in sorted(touching, key=natural_key):
+        pairs = [pair for pair in touching[node] if not explained.intersection({pair})]
+        bad = [pair for pair in pairs if pair in remaining]
+        if enough(len(bad), len(pairs)):
+            remaining.difference_update(bad)
+            explained.update(bad)
+            findings.append(
+                _mtu_finding(ctx, node, functools.partial("{}'s {}".format, node), bad, pairs)
+            )
+    for a, b in sorted(
+        {tuple(sorted(pair, key=natural_key)) for pair in remaining},
+        key=lambda link: (natural_key(link[0]), natural_key(link[1])),
+    ):
+        bad = [pair for pair in ((a, b), (b, a)) if pair in remaining]
+        measured = [pair for pair in ((a, b), (b, a)) if pair in ctx.cells]
+        findings.append(_mtu_finding(ctx, f"{a}<->{b}", lambda n: f"the {n}", bad, measured))
+    return tuple(findings)
+
+
+def _mtu_finding(
+    ctx: _Context,
+    subject: str,
+    whose: Callable[[int], str],
+    bad: Sequence[Pair],
+    pairs: Sequence[Pair],
+) -> Finding:
+    sizes = sorted(size for pair in bad if (size := ctx.cells[pair].path_mtu_bytes) is not None)
+    largest = (
+        f"{int(sizes[0])}"
+        if sizes and sizes[0] == sizes[-1]
+        else (f"{int(sizes[0])}-{int(sizes[-1])}" if sizes else "?")
+    )
+    evidence = tuple(
+        sorted((_evidence(ctx, pair, None) for pair in bad),
+               key=lambda e: (natural_key(e.src), natural_key(e.dst)))
+    )  # fmt: skip
+    return Finding(
+        Kind.MTU,
+        subject,
+        f"MTU black hole: packets over {largest} bytes vanish without an ICMP report on "
+        f"{len(bad)} of {whose(len(pairs))} paths; small packets pass",
+        (Observation("largest packets that got through", evidence),),
+    )
+
+
 # --- coverage ------------------------------------------------------------------------------------
 
 
@@ -530,6 +611,7 @@ def diagnose(matrix: Matrix, thresholds: Thresholds = Thresholds()) -> Diagnosis
     nodes = node_findings(ctx, zones.lossy_groups)
     bad_nodes = frozenset(f.subject for f in nodes)
     links = link_findings(ctx, bad_nodes, zones.lossy_groups)
+    mtu = mtu_findings(ctx)
     coverage, notes = coverage_findings(ctx)
     healthy = _sorted_latencies(ctx.cells, ctx.groups, skip=bad_nodes)
     single = [
@@ -538,7 +620,7 @@ def diagnose(matrix: Matrix, thresholds: Thresholds = Thresholds()) -> Diagnosis
         if size == 1
     ]
     return Diagnosis(
-        findings=(*zones.findings, *nodes, *links, *coverage),
+        findings=(*zones.findings, *nodes, *links, *mtu, *coverage),
         nodes=len(matrix.nodes),
         pairs=len(ctx.cells),
         baseline_ms=median(healthy.get(INTRA, ())),

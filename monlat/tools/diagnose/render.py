@@ -27,6 +27,8 @@ def pair_line(evidence: PairEvidence) -> str:
             )
     if (loss is not None and 0 < loss < 1.0) or (loss == 1.0 and evidence.latency_ms is not None):
         text += f", loss {format_percent(loss)}"
+    if evidence.mtu_black_hole and evidence.path_mtu_bytes is not None:
+        text += f", MTU black hole above {int(evidence.path_mtu_bytes)} bytes"
     return text
 
 
@@ -80,6 +82,11 @@ def _pair_json(evidence: PairEvidence) -> dict[str, object]:
         "factor": None if evidence.factor is None else round(evidence.factor, 3),
         "excess_ms": None if evidence.excess_ms is None else round(evidence.excess_ms, 6),
         "loss_ratio": evidence.loss_ratio,
+        **(
+            {"mtu_black_hole": True, "path_mtu_bytes": evidence.path_mtu_bytes}
+            if evidence.mtu_black_hole
+            else {}
+        ),
     }
 
 

@@ -17,6 +17,9 @@ LOSS = metric.LOSS.sample
 JITTER = metric.JITTER.sample
 PROBES = metric.PROBES.sample
 EXPECTED_PROBERS = metric.EXPECTED_PROBERS.sample
+PATH_MTU = metric.PATH_MTU.sample
+MTU_BLACK_HOLE = metric.MTU_BLACK_HOLE.sample
+_PAIR_METRICS = (LATENCY, LOSS, JITTER, PROBES, PATH_MTU, MTU_BLACK_HOLE)
 # Series that name a node without a pair: an agent with no peers still shows as a node.
 _NODE_METRICS = {
     metric.AGENT_INFO.sample: "from",
@@ -24,7 +27,7 @@ _NODE_METRICS = {
     EXPECTED_PROBERS: "to",
 }
 
-_WANTED = frozenset((LATENCY, LOSS, JITTER, PROBES, *_NODE_METRICS))
+_WANTED = frozenset((*_PAIR_METRICS, *_NODE_METRICS))
 
 
 # --- the matrix ----------------------------------------------------------------------------------
@@ -36,6 +39,10 @@ class Cell:
     loss_ratio: float | None = None
     jitter_ms: float | None = None
     probes: float | None = None  # monlat_probes_total summed over results
+    # Only where the path does not carry the MTU probe size: the largest size that crossed it,
+    # and whether larger packets vanish without an ICMP report.
+    path_mtu_bytes: float | None = None
+    mtu_black_hole: bool = False
 
     @property
     def lost(self) -> bool:
@@ -123,7 +130,7 @@ def build_matrix(samples: Iterable[Sample], view: View | None = None) -> Matrix:
                 if sample.name == EXPECTED_PROBERS and math.isfinite(sample.value):
                     expected[node] = int(sample.value)
             continue
-        if sample.name not in (LATENCY, LOSS, JITTER, PROBES):
+        if sample.name not in _PAIR_METRICS:
             continue
         src, dst = sample.labels.get("from", ""), sample.labels.get("to", "")
         if not src or not dst:
@@ -142,6 +149,11 @@ def build_matrix(samples: Iterable[Sample], view: View | None = None) -> Matrix:
         elif sample.name == JITTER:
             value = _finite(sample.value)
             entry["jitter"] = None if value is None else float(f"{value * 1000:.6g}")
+        elif sample.name == PATH_MTU:
+            value = _finite(sample.value)
+            entry["path_mtu"] = value if value is None or value > 0 else None
+        elif sample.name == MTU_BLACK_HOLE:
+            entry["black_hole"] = 1.0 if sample.value == 1 else 0.0
         else:
             probes[(src, dst, sample.labels.get("result", ""))] = sample.value
     totals: dict[tuple[str, str], float] = {}
@@ -154,6 +166,8 @@ def build_matrix(samples: Iterable[Sample], view: View | None = None) -> Matrix:
             loss_ratio=entry.get("loss"),
             jitter_ms=entry.get("jitter"),
             probes=totals.get(pair),
+            path_mtu_bytes=entry.get("path_mtu"),
+            mtu_black_hole=entry.get("black_hole") == 1.0,
         )
         for pair, entry in values.items()
     }
