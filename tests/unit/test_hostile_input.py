@@ -27,20 +27,19 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import tests.support.fuzzing  # noqa: F401  (the profile)
-from monlat.agent.config import PathMtuConfig, parse_peers, read_peers_file
+from monlat.agent.config import parse_peers, read_peers_file
 from monlat.agent.discovery.kubernetes import _ListWatch
 from monlat.agent.discovery.nodes import AddressPolicy, Eligibility, NodeCache
 from monlat.agent.discovery.pods import PodCache
 from monlat.agent.logs import EventLog
 from monlat.agent.probe.icmp import EchoBuilder, Ignored, Packet, parse
 from monlat.agent.probe.pending import Outcome, PendingProbes, Result
-from monlat.agent.probe.pmtu import PathMtu, Verdict
-from monlat.agent.probe.pmtu_prober import PathMtuProber
-from monlat.agent.probe.prober import Target
+from monlat.agent.probe.pmtu import Verdict
 from monlat.agent.probe.sockets import QueuedError
 from monlat.agent.settings import AGENT_FLAGS, otlp_headers, parse_agent_config
 from monlat.common.errors import ConfigError
 from monlat.tools.scrape import ExpositionError, parse_exposition
+from tests.unit.test_path_mtu import check_once
 
 COOKIE = b"monlat42"
 IDENT = 0x4242
@@ -166,6 +165,10 @@ class ForgedPath:
         errors, self.pending = self.pending[1], (self.pending[0], [])
         return errors
 
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
+
 
 @given(
     st.lists(st.binary(max_size=64), max_size=6),
@@ -180,28 +183,7 @@ def test_forged_answers_never_make_a_path_look_fine_or_black_holed(
 ) -> None:
     path = ForgedPath(replies, errors)
 
-    async def check() -> PathMtu:
-        found: asyncio.Future[PathMtu] = asyncio.get_running_loop().create_future()
-        prober = PathMtuProber(
-            {path.family: path},
-            PathMtuConfig(interval_s=3600, timeout_s=0.001),
-            small_payload=56,
-            probe_size=lambda address: 1500,
-            listener=lambda target, result: found.done() or found.set_result(result),
-        )
-        prober.set_targets({"b": Target("b", "10.0.0.2")})
-        task = asyncio.create_task(prober.run())
-        try:
-            return await asyncio.wait_for(found, 10)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    try:
-        result = asyncio.run(check())
-    finally:
-        path.reader.close()
-        path.writer.close()
+    result = asyncio.run(check_once(path, timeout_s=0.001))
     # Without our cookie nothing is a reply; a short error quoting our identifier and sequence
     # may claim a smaller MTU (as a router quoting 8 bytes does), never more.
     assert result.verdict in (Verdict.INCONCLUSIVE, Verdict.LIMITED)

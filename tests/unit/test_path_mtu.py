@@ -12,7 +12,7 @@ import pytest
 from monlat.agent.config import PathMtuConfig
 from monlat.agent.probe.icmp import COOKIE_SIZE
 from monlat.agent.probe.pmtu import Answer, PathMtu, PathMtuCheck, Verdict
-from monlat.agent.probe.pmtu_prober import PathMtuProber
+from monlat.agent.probe.pmtu_prober import PathMtuProber, PathMtuTransport
 from monlat.agent.probe.prober import Target
 from monlat.agent.probe.routes import InterfaceMtu, parse_ipv4_routes, route_interface
 from monlat.agent.probe.sockets import QueuedError
@@ -215,11 +215,12 @@ class InMemoryPath:
         self.writer.close()
 
 
-async def check_once(path: InMemoryPath) -> PathMtu:
+async def check_once(path: PathMtuTransport, timeout_s: float = 0.05) -> PathMtu:
+    """One check of peer b on `path`, as the agent's prober runs it; closes the path."""
     found: asyncio.Future[PathMtu] = asyncio.get_running_loop().create_future()
     prober = PathMtuProber(
         {path.family: path},
-        PathMtuConfig(interval_s=3600, timeout_s=0.05),
+        PathMtuConfig(interval_s=3600, timeout_s=timeout_s),
         small_payload=56,
         probe_size=lambda address: 1500,
         listener=lambda target, result: found.done() or found.set_result(result),
